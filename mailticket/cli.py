@@ -1,0 +1,356 @@
+"""Thin commands: parse arguments, call the app, print a table or --json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from sqlalchemy import select
+
+from mailticket import __version__
+from mailticket.app import App
+from mailticket.domain import Envelope, RawState
+from mailticket.errors import ConfigError, SchemaError, TemporaryError
+from mailticket.settings import Settings, load, locate_config
+from mailticket.store.models import Message, OutboxRow, RawMessage, Ticket
+
+EX_OK, EX_USAGE, EX_SOFTWARE, EX_TEMPFAIL, EX_CONFIG = 0, 64, 70, 75, 78
+MAX_PIPE_BYTES = 64 * 1024 * 1024
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    import os
+
+    return load(locate_config(args.config, os.environ, Path.cwd()))
+
+
+def _app(args: argparse.Namespace, upgrade: bool | None = None) -> App:
+    app = App(_settings(args))
+    app.prepare(upgrade)
+    return app
+
+
+def _print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, ensure_ascii=False, default=str)
+    sys.stdout.write("\n")
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
+    widths = [min(max(len(r[i]) for r in cells), 60) for i in range(len(headers))]
+    for n, row in enumerate(cells):
+        print("  ".join(c[:60].ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+# -- commands -----------------------------------------------------------------
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    app = App(settings)
+    app.renderer.check(["ack_new"])
+    print(f"{settings.source}: configuration is valid")
+    print(f"  database: {settings.database_url.split('@')[-1]}")
+    print(f"  mailboxes: {', '.join(m.address for m in settings.mailboxes)}")
+    print(f"  outbound: {settings.outbound.transport}")
+    return EX_OK
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    app = App(_settings(args))
+    before, after = app.db.upgrade()
+    print(f"database schema: {before or '(empty)'} -> {after}")
+    return EX_OK
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """For an MTA pipe: exit 0 only after the bytes are committed, 75 when they could not be."""
+    try:
+        app = _app(args)
+        raw = sys.stdin.buffer.read(MAX_PIPE_BYTES + 1)
+        if len(raw) > MAX_PIPE_BYTES:
+            print(f"mailticket ingest: message over {MAX_PIPE_BYTES} bytes refused", file=sys.stderr)
+            return 73  # EX_CANTCREAT: permanent, the MTA bounces it
+        recipients = tuple(args.recipient or ())
+        accepted = app.inbox.accept(raw, Envelope("pipe", args.sender or "", recipients))
+    except (ConfigError, SchemaError):
+        raise
+    except Exception as exc:  # anything before the commit is temporary for the sender
+        print(f"mailticket ingest: not stored, try again later: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL
+    if accepted.duplicate:
+        print(f"duplicate of raw message {accepted.raw_id}; nothing to do", file=sys.stderr)
+        return EX_OK
+    try:
+        outcomes = app.pipeline.process([accepted.raw_id])
+    except TemporaryError as exc:
+        print(f"stored as raw message {accepted.raw_id}; processing deferred: {exc}", file=sys.stderr)
+        return EX_OK
+    for outcome in outcomes:
+        where = f"ticket #{outcome.ticket_number}" if outcome.ticket_number else "quarantine"
+        print(f"raw message {outcome.raw_id}: {outcome.decision} ({where})", file=sys.stderr)
+    return EX_OK
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from mailticket.ingest.importer import ImportSummary, run_import
+
+    app = _app(args)
+    missing = [p for p in args.paths if not Path(p).exists()]
+    if missing:
+        print("\n".join(f"import: {p}: no such file or folder" for p in missing), file=sys.stderr)
+        return EX_USAGE
+    show = sys.stderr.isatty() and not args.json
+
+    def progress(done: int, total: int, summary: ImportSummary) -> None:
+        if not show:
+            return
+        width = 30
+        filled = int(width * done / total) if total else width
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}  "
+                         f"new {summary.tickets_created}  replies {summary.replies_threaded}  "
+                         f"dup {summary.duplicates}  quarantined {summary.quarantined}")
+        sys.stderr.flush()
+
+    summary = run_import([Path(p) for p in args.paths], app.inbox, app.pipeline, progress)
+    if show:
+        sys.stderr.write("\n")
+    if args.json:
+        _print_json(summary.as_dict())
+    else:
+        print(f"messages read:     {summary.messages}")
+        print(f"tickets created:   {summary.tickets_created}")
+        print(f"replies threaded:  {summary.replies_threaded}")
+        print(f"duplicates:        {summary.duplicates}")
+        print(f"quarantined:       {summary.quarantined}")
+        for line in summary.unreadable:
+            print(f"unreadable: {line}")
+    return EX_OK if not summary.unreadable else EX_SOFTWARE
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from mailticket.schedule.service import Service
+
+    app = _app(args)
+    service = Service(app)
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        logging.getLogger("mailticket").info("signal %d: stopping", signum)
+        service.stopped.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    service.start()
+    try:
+        while not service.stopped.wait(1.0):
+            pass
+    finally:
+        service.stop()
+        app.close()
+    return EX_OK
+
+
+def _ticket_summary(t: Ticket) -> dict[str, Any]:
+    return {
+        "number": t.number, "subject": t.subject, "status": t.status, "priority": t.priority,
+        "queue": t.queue, "requester": t.requester, "assignee": t.assignee,
+        "needs_review": t.needs_review, "created_at": t.created_at.isoformat(),
+        "updated_at": t.updated_at.isoformat(),
+    }
+
+
+def cmd_tickets_list(args: argparse.Namespace) -> int:
+    app = _app(args)
+    with app.db.transaction() as session:
+        query = select(Ticket).order_by(Ticket.number)
+        if args.status:
+            query = query.where(Ticket.status == args.status)
+        tickets = [_ticket_summary(t) for t in session.execute(query).scalars()]
+    if args.json:
+        _print_json(tickets)
+    else:
+        _table(["#", "status", "requester", "subject"],
+               [[t["number"], t["status"], t["requester"], t["subject"]] for t in tickets])
+    return EX_OK
+
+
+def _message_dict(m: Message) -> dict[str, Any]:
+    return {
+        "message_id": m.message_id, "direction": m.direction, "from": m.from_addr, "from_name": m.from_name,
+        "to": m.to_addrs, "cc": m.cc_addrs, "subject": m.subject,
+        "date": m.date.isoformat() if m.date else None, "author_role": m.author_role,
+        "verdict": m.verdict, "verdict_reason": m.verdict_reason, "visible_text": m.visible_text,
+        "attachments": [{"filename": a.filename, "content_type": a.content_type, "size": a.size,
+                         "sha256": a.sha256} for a in m.attachments],
+    }
+
+
+def cmd_tickets_show(args: argparse.Namespace) -> int:
+    app = _app(args)
+    with app.db.transaction() as session:
+        ticket = session.get(Ticket, args.number)
+        if ticket is None:
+            print(f"tickets show: no ticket #{args.number}", file=sys.stderr)
+            return 1
+        data = _ticket_summary(ticket)
+        data["participants"] = [{"email": p.email, "name": p.name, "role": p.role} for p in ticket.participants]
+        data["messages"] = [_message_dict(m) for m in ticket.messages]
+    if args.json:
+        _print_json(data)
+        return EX_OK
+    print(f"#{data['number']}  {data['subject']}")
+    print(f"status {data['status']}  priority {data['priority']}  queue {data['queue']}  requester {data['requester']}")
+    for m in data["messages"]:
+        print(f"\n--- {m['direction']} {m['date'] or ''} from {m['from']}  [{m['verdict'] or 'outbound'}]")
+        print(m["visible_text"])
+        for a in m["attachments"]:
+            print(f"    attachment: {a['filename']} ({a['content_type']}, {a['size']} bytes, sha256 {a['sha256'][:12]})")
+    return EX_OK
+
+
+def cmd_outbox_list(args: argparse.Namespace) -> int:
+    app = _app(args)
+    with app.db.transaction() as session:
+        query = select(OutboxRow).order_by(OutboxRow.id)
+        if args.state:
+            query = query.where(OutboxRow.state == args.state)
+        rows = [{
+            "id": r.id, "ticket": r.ticket_number, "kind": r.kind, "to": r.to_addr, "subject": r.subject,
+            "state": r.state, "attempts": r.attempts, "message_id": r.message_id, "last_error": r.last_error,
+            "next_attempt_at": r.next_attempt_at.isoformat(),
+            "sent_at": r.sent_at.isoformat() if r.sent_at else None,
+        } for r in session.execute(query).scalars()]
+    if args.json:
+        _print_json(rows)
+    else:
+        _table(["id", "ticket", "kind", "to", "state", "attempts", "last error"],
+               [[r["id"], r["ticket"], r["kind"], r["to"], r["state"], r["attempts"], r["last_error"] or ""]
+                for r in rows])
+    return EX_OK
+
+
+def cmd_outbox_retry(args: argparse.Namespace) -> int:
+    app = _app(args)
+    row = app.sender.retry(args.id)
+    if row is None:
+        print(f"outbox retry: no outbox row {args.id}", file=sys.stderr)
+        return 1
+    print(f"outbox #{row.id}: {row.state}")
+    return EX_OK
+
+
+def cmd_quarantine_list(args: argparse.Namespace) -> int:
+    app = _app(args)
+    with app.db.transaction() as session:
+        rows = [{
+            "id": r.id, "message_id": r.message_id, "source": r.source, "attempts": r.attempts,
+            "received_at": r.received_at.isoformat(), "error": r.error or "",
+        } for r in session.execute(
+            select(RawMessage).where(RawMessage.state == RawState.QUARANTINED).order_by(RawMessage.id)
+        ).scalars()]
+    if args.json:
+        _print_json(rows)
+    else:
+        _table(["id", "received", "message-id", "error"],
+               [[r["id"], r["received_at"][:19], r["message_id"], r["error"].splitlines()[0] if r["error"] else ""]
+                for r in rows])
+    return EX_OK
+
+
+def cmd_quarantine_replay(args: argparse.Namespace) -> int:
+    app = _app(args)
+    outcome = app.pipeline.replay(args.id)
+    if outcome is None:
+        print(f"quarantine replay: raw message {args.id} is not in quarantine", file=sys.stderr)
+        return 1
+    result = {"id": outcome.raw_id, "state": outcome.state, "decision": outcome.decision,
+              "ticket": outcome.ticket_number, "error": outcome.error}
+    if args.json:
+        _print_json(result)
+    else:
+        where = f"ticket #{outcome.ticket_number}" if outcome.ticket_number else f"still quarantined: {outcome.error}"
+        print(f"raw message {outcome.raw_id}: {outcome.decision} ({where})")
+    return EX_OK if outcome.state != RawState.QUARANTINED else 1
+
+
+# -- argument parsing ---------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mailticket", description="Email-to-ticket daemon.")
+    parser.add_argument("-c", "--config", help="TOML config file (else $MAILTICKET_CONFIG, ./mailticket.toml, "
+                                               "or the embedded default)")
+    parser.add_argument("--version", action="version", version=f"mailticket {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str,
+            parent: Any = sub) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = parent.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    add("serve", cmd_serve, "run the daemon: process the inbox, send the outbox")
+    p = add("ingest", cmd_ingest, "read one message on stdin (MTA pipe); exit 0 once stored, 75 if not")
+    p.add_argument("--recipient", action="append", help="envelope recipient (repeatable)")
+    p.add_argument("--sender", help="envelope sender")
+    p = add("import", cmd_import, "import RFC 5322 files, maildir folders and mbox files")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--json", action="store_true")
+    db = add("db", lambda a: EX_USAGE, "database schema").add_subparsers(dest="db_command", required=True)
+    add("upgrade", cmd_db_upgrade, "create or upgrade the schema", db)
+    add("check-config", cmd_check_config, "validate the configuration without starting")
+
+    tickets = add("tickets", lambda a: EX_USAGE, "list and show tickets").add_subparsers(dest="t", required=True)
+    p = add("list", cmd_tickets_list, "list tickets", tickets)
+    p.add_argument("--status", choices=["new", "open", "pending", "solved", "closed"])
+    p.add_argument("--json", action="store_true")
+    p = add("show", cmd_tickets_show, "show one ticket with its messages", tickets)
+    p.add_argument("number", type=int)
+    p.add_argument("--json", action="store_true")
+
+    outbox = add("outbox", lambda a: EX_USAGE, "outbound mail").add_subparsers(dest="o", required=True)
+    p = add("list", cmd_outbox_list, "list outbound mail", outbox)
+    p.add_argument("--state", choices=["queued", "sending", "sent", "failed", "uncertain"])
+    p.add_argument("--json", action="store_true")
+    p = add("retry", cmd_outbox_retry, "queue a failed or uncertain mail again", outbox)
+    p.add_argument("id", type=int)
+
+    quarantine = add("quarantine", lambda a: EX_USAGE, "messages that could not be processed")
+    qsub = quarantine.add_subparsers(dest="q", required=True)
+    p = add("list", cmd_quarantine_list, "list quarantined messages", qsub)
+    p.add_argument("--json", action="store_true")
+    p = add("replay", cmd_quarantine_replay, "process a quarantined message again", qsub)
+    p.add_argument("id", type=int)
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("apscheduler", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EX_CONFIG
+    except SchemaError as exc:
+        print(f"mailticket: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except TemporaryError as exc:
+        print(f"mailticket: {exc}; try again", file=sys.stderr)
+        return EX_TEMPFAIL

@@ -1,0 +1,1 @@
+"""Intake and processing of inbound mail."""

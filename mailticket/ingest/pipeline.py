@@ -1,0 +1,259 @@
+"""One message, one atomic effect: parse -> thread -> classify -> store -> rules -> outbox.
+
+Messages are processed in batches: each message runs inside its own
+SAVEPOINT of the batch transaction, so its effects are all-or-nothing; a
+message that raises is rolled back to its savepoint and quarantined with
+the error while the rest of the batch goes on. A database failure aborts
+the whole batch and leaves every message 'new' for the next try.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session
+
+from mailticket.clock import Clock
+from mailticket.domain import Address, Direction, Envelope, ParsedMail, RawState, Role, TicketStatus, Verdict
+from mailticket.errors import TemporaryError
+from mailticket.ingest.classify import Identity, classify
+from mailticket.ingest.parse import parse
+from mailticket.ingest.replies import visible_text
+from mailticket.ingest.threads import SubjectTag, find_thread
+from mailticket.rules import Rules
+from mailticket.settings import MailboxSettings, Settings
+from mailticket.store import repo
+from mailticket.store.db import Database
+from mailticket.store.models import AttachmentRow, Message, Participant, RawMessage, Ticket
+
+log = logging.getLogger("mailticket.pipeline")
+
+MAX_BATCH_BYTES = 64 * 1024 * 1024
+MAX_PARTICIPANTS_PER_MESSAGE = 20
+
+
+@dataclass(frozen=True)
+class Outcome:
+    raw_id: int
+    message_id: str
+    state: RawState
+    ticket_number: int | None
+    decision: str  # "new_ticket", "joined", "quarantined"
+    verdict: str
+    error: str | None = None
+
+
+class Pipeline:
+    def __init__(self, db: Database, settings: Settings, clock: Clock, rules: Rules) -> None:
+        self._db = db
+        self._settings = settings
+        self._clock = clock
+        self._rules = rules
+        self._tag = SubjectTag(settings.subject_tag_prefix)
+        self._identity = Identity(settings.message_id_domain, settings.loop_token)
+
+    # -- entry points -----------------------------------------------------
+
+    def drain(self, batch_size: int = 50, limit: int | None = None) -> list[Outcome]:
+        """Process 'new' messages until none is left (or ``limit`` were done)."""
+        outcomes: list[Outcome] = []
+        while limit is None or len(outcomes) < limit:
+            size = batch_size if limit is None else min(batch_size, limit - len(outcomes))
+            with self._db.transaction() as session:
+                ids = repo.new_raw_ids(session, size, MAX_BATCH_BYTES)
+            if not ids:
+                break
+            done = self.process(ids)
+            outcomes.extend(done)
+            if not done:  # all claimed by another instance meanwhile
+                break
+        return outcomes
+
+    def process(self, raw_ids: Sequence[int]) -> list[Outcome]:
+        """Process these raw messages (those still 'new'); returns what happened to each."""
+        with self._db.transaction() as session:
+            loaded = [(row.id, row.raw) for row in repo.raw_rows(session, raw_ids)]
+        parsed = {raw_id: self._safe_parse(raw) for raw_id, raw in loaded}
+        del loaded
+        outcomes: list[Outcome] = []
+        with self._db.transaction() as session:
+            for row in repo.claim_new_raw(session, list(parsed)):
+                outcomes.append(self._process_one(session, row, parsed[row.id]))
+        for outcome in outcomes:
+            self._log(outcome)
+        return outcomes
+
+    def replay(self, raw_id: int) -> Outcome | None:
+        """Put a quarantined message back to 'new' and process it now."""
+        with self._db.transaction() as session:
+            row = session.get(RawMessage, raw_id)
+            if row is None or row.state != RawState.QUARANTINED:
+                return None
+            row.state = RawState.NEW
+        outcomes = self.process([raw_id])
+        return outcomes[0] if outcomes else None
+
+    # -- one message --------------------------------------------------------
+
+    @staticmethod
+    def _safe_parse(raw: bytes) -> ParsedMail | BaseException:
+        try:
+            return parse(raw)
+        except Exception as exc:  # parse() is built not to raise; never trust that with a batch
+            return exc
+
+    def _process_one(self, session: Session, row: RawMessage, parsed: ParsedMail | BaseException) -> Outcome:
+        now = self._clock.now()
+        try:
+            with session.begin_nested():
+                if isinstance(parsed, BaseException):
+                    raise parsed
+                return self._handle(session, row, parsed)
+        except (OperationalError, TemporaryError):
+            raise  # the database itself failed: abort the batch, retry later
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise
+            error = _describe(exc)
+        except Exception as exc:
+            error = _describe(exc)
+        row.state = RawState.QUARANTINED
+        row.error = error
+        row.attempts += 1
+        row.processed_at = now
+        repo.add_event(session, now, "quarantined", error, raw_id=row.id, message_id=row.message_id)
+        return Outcome(row.id, row.message_id, RawState.QUARANTINED, None, "quarantined", "", error)
+
+    def _handle(self, session: Session, row: RawMessage, mail: ParsedMail) -> Outcome:
+        now = self._clock.now()
+        envelope = Envelope(row.source, row.mail_from, tuple(row.recipients), row.peer)
+        sender = mail.from_ or Address("", row.mail_from.strip("<>").lower())
+        is_agent = self._settings.is_agent(sender.email)
+        verdict = classify(mail, envelope, self._identity)
+        match = find_thread(session, mail, sender.email, is_agent, self._tag)
+        message_id = mail.message_id or f"sha256:{row.sha256}"
+
+        created = match.ticket_number is None
+        if created:
+            ticket = self._new_ticket(session, mail, sender, self._mailbox(mail, envelope), verdict, now)
+        else:
+            ticket = session.get_one(Ticket, match.ticket_number)
+        message = self._store_message(session, row, mail, message_id, ticket, sender, is_agent, verdict, now)
+        self._add_participants(session, ticket, mail, sender, is_agent, created)
+        repo.add_event(session, now, "classified", f"{verdict.kind}: {verdict.reason}",
+                       ticket_number=ticket.number, raw_id=row.id, message_id=message_id)
+        repo.add_event(session, now, "new_ticket" if created else "threaded", match.reason,
+                       ticket_number=ticket.number, raw_id=row.id, message_id=message_id)
+        self._rules.apply(session, ticket=ticket, message=message, mail=mail, sender=sender,
+                          verdict=verdict, created=created, is_agent=is_agent, now=now)
+        row.state = RawState.DONE
+        row.processed_at = now
+        row.ticket_number = ticket.number
+        row.error = None
+        return Outcome(row.id, message_id, RawState.DONE, ticket.number,
+                       "new_ticket" if created else "joined", str(verdict.kind))
+
+    def _mailbox(self, mail: ParsedMail, envelope: Envelope) -> MailboxSettings:
+        candidates = [*envelope.recipients, *(a.email for a in mail.to), *(a.email for a in mail.cc)]
+        for address in candidates:
+            mailbox = self._settings.mailbox_for(address)
+            if mailbox is not None:
+                return mailbox
+        return self._settings.mailboxes[0]
+
+    def _new_ticket(self, session: Session, mail: ParsedMail, sender: Address, mailbox: MailboxSettings,
+                    verdict: Verdict, now: dt.datetime) -> Ticket:
+        ticket = Ticket(
+            subject=self._tag.strip(mail.subject) or "(no subject)",
+            status=TicketStatus.NEW,
+            priority="normal",
+            queue=mailbox.queue,
+            mailbox=mailbox.address,
+            requester=sender.email,
+            requester_name=sender.name,
+            needs_review=not verdict.is_human,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(ticket)
+        session.flush()
+        return ticket
+
+    def _store_message(self, session: Session, row: RawMessage, mail: ParsedMail, message_id: str, ticket: Ticket,
+                       sender: Address, is_agent: bool, verdict: Verdict, now: dt.datetime) -> Message:
+        message = Message(
+            ticket_number=ticket.number,
+            raw_id=row.id,
+            direction=Direction.IN,
+            message_id=message_id,
+            in_reply_to=list(mail.in_reply_to),
+            references=list(mail.references),
+            from_addr=sender.email,
+            from_name=sender.name,
+            to_addrs=[a.email for a in mail.to],
+            cc_addrs=[a.email for a in mail.cc],
+            subject=mail.subject,
+            date=mail.date,
+            text=mail.text,
+            visible_text=visible_text(mail.text, mail.html, mail.text_from_html),
+            html=mail.html,
+            author_role=Role.AGENT if is_agent else Role.CUSTOMER,
+            verdict=verdict.kind,
+            verdict_reason=verdict.reason,
+            created_at=now,
+        )
+        session.add(message)
+        session.flush()
+        for attachment in mail.attachments:
+            sha = repo.store_blob(session, attachment.content)
+            session.add(AttachmentRow(
+                message_row_id=message.id,
+                filename=attachment.filename,
+                original_filename=attachment.original_filename[:1000],
+                content_type=attachment.content_type[:255],
+                size=len(attachment.content),
+                sha256=sha,
+                inline=attachment.inline,
+                content_id=attachment.content_id[:1000],
+            ))
+        return message
+
+    def _add_participants(self, session: Session, ticket: Ticket, mail: ParsedMail, sender: Address,
+                          is_agent: bool, created: bool) -> None:
+        support = self._settings.support_addresses
+        wanted: list[tuple[Address, str]] = []
+        if sender.email and sender.email not in support:
+            wanted.append((sender, "agent" if is_agent else ("requester" if created else "cc")))
+        for address in [*mail.to, *mail.cc][:MAX_PARTICIPANTS_PER_MESSAGE]:
+            if address.email in support or self._settings.mailbox_for(address.email) is not None:
+                continue
+            wanted.append((address, "agent" if self._settings.is_agent(address.email) else "cc"))
+        existing = set(session.execute(
+            select(Participant.email).where(Participant.ticket_number == ticket.number)
+        ).scalars())
+        for address, role in wanted:
+            if address.email and address.email not in existing:
+                session.add(Participant(ticket_number=ticket.number, email=address.email[:320],
+                                             name=address.name, role=role))
+                existing.add(address.email)
+
+    def _log(self, outcome: Outcome) -> None:
+        ticket = f"#{outcome.ticket_number}" if outcome.ticket_number is not None else "-"
+        if outcome.state == RawState.QUARANTINED:
+            log.warning("message <%s> raw=%d quarantined: %s", outcome.message_id, outcome.raw_id,
+                        (outcome.error or "").splitlines()[0] if outcome.error else "")
+        else:
+            log.info("message <%s> raw=%d ticket=%s decision=%s verdict=%s", outcome.message_id,
+                     outcome.raw_id, ticket, outcome.decision, outcome.verdict)
+
+
+def _describe(exc: BaseException) -> str:
+    frames = traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-3)
+    return f"{type(exc).__name__}: {exc}\n" + "".join(frames[-3:])[-2000:]
+

@@ -1,0 +1,1 @@
+"""Outbound mail: templates, composition, the outbox, transports and the sender."""

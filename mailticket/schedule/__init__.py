@@ -1,0 +1,1 @@
+"""The fixed periodic jobs of `mailticket serve`, on APScheduler 3.x."""

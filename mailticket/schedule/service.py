@@ -1,0 +1,94 @@
+"""`mailticket serve`: a few fixed sweeps on APScheduler; the database decides the work.
+
+APScheduler only ticks: each job claims what is due from the database, so
+several instances on PostgreSQL share the work. Sources wake a job early
+(``wake``) instead of waiting for its next tick.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import logging
+import threading
+from pathlib import Path
+from typing import IO
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy.engine import make_url
+
+from mailticket.app import App
+from mailticket.errors import ConfigError, TemporaryError
+
+log = logging.getLogger("mailticket.serve")
+
+INBOX_JOB = "drain_inbox"
+OUTBOX_JOB = "flush_outbox"
+
+
+class Service:
+    def __init__(self, app: App, inbox_interval: float = 5.0, outbox_interval: float = 5.0) -> None:
+        self.app = app
+        self._scheduler = BackgroundScheduler(timezone=dt.UTC)
+        self._intervals = {INBOX_JOB: inbox_interval, OUTBOX_JOB: outbox_interval}
+        self._lock_file: IO[str] | None = None
+        self.stopped = threading.Event()
+
+    def start(self) -> None:
+        self._single_instance_on_sqlite()
+        for job_id, function in ((INBOX_JOB, self.drain_inbox), (OUTBOX_JOB, self.flush_outbox)):
+            self._scheduler.add_job(
+                function, "interval", seconds=self._intervals[job_id], id=job_id,
+                max_instances=1, coalesce=True, next_run_time=dt.datetime.now(dt.UTC),
+            )
+        self._scheduler.start()
+        log.info("mailticket serving (%s)", self.app.settings.source)
+
+    def wake(self, job_id: str = INBOX_JOB) -> None:
+        """Run a job now rather than at its next tick."""
+        job = self._scheduler.get_job(job_id)
+        if job is not None:
+            job.modify(next_run_time=dt.datetime.now(dt.UTC))
+
+    def drain_inbox(self) -> None:
+        try:
+            outcomes = self.app.pipeline.drain()
+        except TemporaryError as exc:
+            log.warning("inbox: %s; will retry", exc)
+            return
+        if any(o.decision != "quarantined" for o in outcomes):
+            self.wake(OUTBOX_JOB)
+
+    def flush_outbox(self) -> None:
+        try:
+            self.app.sender.flush()
+        except TemporaryError as exc:
+            log.warning("outbox: %s; will retry", exc)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop ticking; let running jobs finish."""
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=True)
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+        self.stopped.set()
+        log.info("mailticket stopped")
+
+    def _single_instance_on_sqlite(self) -> None:
+        if not self.app.db.is_sqlite:
+            return
+        database = make_url(self.app.settings.database_url).database or ""
+        if not database or database == ":memory:":
+            return
+        path = Path(database + ".serve.lock")
+        handle = path.open("w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise ConfigError([
+                f"database.url: another `mailticket serve` already runs on {database}; SQLite takes one "
+                "instance: stop it, or move to PostgreSQL to run several"
+            ]) from None
+        self._lock_file = handle

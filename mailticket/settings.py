@@ -1,0 +1,416 @@
+"""TOML configuration -> frozen, validated settings.
+
+Every problem becomes one line naming its key; ``load`` raises ``ConfigError``
+with all of them at once, so an admin fixes a file in one pass.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from mailticket.errors import ConfigError
+
+ENV_CONFIG = "MAILTICKET_CONFIG"
+DEFAULT_CONFIG_NAME = "mailticket.toml"
+DEFAULT_STATE_DIR = "var"
+DEFAULT_LISTEN = "127.0.0.1:2525"
+DEFAULT_ADDRESS = "support@localhost"
+SMTP_SCHEMES = {"smtp": "plain", "smtp+starttls": "starttls", "smtps": "implicit"}
+_ADDRESS_RE = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
+
+
+@dataclass(frozen=True)
+class MailboxSettings:
+    address: str  # lower-cased
+    name: str
+    queue: str
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    address: str  # lower-cased
+    name: str
+
+
+@dataclass(frozen=True)
+class SmtpTransportSettings:
+    host: str
+    port: int
+    security: str  # "plain", "starttls" or "implicit"
+    username: str | None
+    password: str | None
+    timeout: float
+
+
+@dataclass(frozen=True)
+class OutboundSettings:
+    transport: str  # as written, for display
+    maildir: Path | None
+    smtp: SmtpTransportSettings | None
+    from_address: str  # "Name <addr>" or "addr"
+    max_attempts: int
+    retry_base_seconds: float
+    retry_max_seconds: float
+
+
+@dataclass(frozen=True)
+class Settings:
+    source: str  # where the settings came from: a path, or "embedded default"
+    base_dir: Path
+    database_url: str
+    mailboxes: tuple[MailboxSettings, ...]
+    agents: tuple[AgentSettings, ...]
+    outbound: OutboundSettings
+    smtp_listen: tuple[str, ...]
+    smtp_max_message_size: int
+    message_id_domain: str
+    subject_tag_prefix: str
+    loop_token: str
+    template_dir: Path | None
+    acknowledge_new: bool
+    log_level: str
+    auto_upgrade: bool = field(default=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def mailbox_for(self, address: str) -> MailboxSettings | None:
+        local, _, domain = address.lower().partition("@")
+        local = local.split("+", 1)[0]
+        wanted = f"{local}@{domain}"
+        for mailbox in self.mailboxes:
+            if mailbox.address == wanted:
+                return mailbox
+        return None
+
+    def is_agent(self, address: str) -> bool:
+        address = address.lower()
+        return any(agent.address == address for agent in self.agents)
+
+    @property
+    def support_addresses(self) -> frozenset[str]:
+        return frozenset(m.address for m in self.mailboxes)
+
+
+def locate_config(explicit: str | None, env: Mapping[str, str], cwd: Path) -> Path | None:
+    """-c/--config, else $MAILTICKET_CONFIG, else ./mailticket.toml if present, else None."""
+    if explicit:
+        return Path(explicit)
+    if env.get(ENV_CONFIG):
+        return Path(env[ENV_CONFIG])
+    candidate = cwd / DEFAULT_CONFIG_NAME
+    return candidate if candidate.is_file() else None
+
+
+def load(path: Path | None, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
+    """Read and validate settings; ``path=None`` means the embedded default."""
+    env = os.environ if env is None else env
+    cwd = cwd or Path.cwd()
+    if path is None:
+        return _build({}, "embedded default", cwd, env, embedded=True)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([f"config: {path}: no such file"]) from None
+    except OSError as exc:
+        raise ConfigError([f"config: {path}: cannot read: {exc.strerror}"]) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"config: {path}: not valid TOML: {exc}"]) from None
+    return _build(data, str(path), path.resolve().parent, env, embedded=False)
+
+
+class _Reader:
+    """Collects problems while reading typed values out of TOML tables."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def table(self, data: Mapping[str, Any], key: str, where: str = "") -> Mapping[str, Any]:
+        value = data.get(key, {})
+        if not isinstance(value, dict):
+            self.problems.append(f"{where}{key}: must be a table")
+            return {}
+        return value
+
+    def get(
+        self,
+        data: Mapping[str, Any],
+        key: str,
+        kind: type | tuple[type, ...],
+        default: Any,
+        where: str,
+        check: Callable[[Any], str | None] | None = None,
+    ) -> Any:
+        if key not in data:
+            return default
+        value = data[key]
+        if isinstance(value, bool) and kind is int:
+            self.problems.append(f"{where}{key}: must be an integer, not {value!r}")
+            return default
+        if not isinstance(value, kind):
+            names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+            self.problems.append(f"{where}{key}: must be {names}, not {value!r}")
+            return default
+        if check:
+            message = check(value)
+            if message:
+                self.problems.append(f"{where}{key}: {message}")
+                return default
+        return value
+
+    def unknown(self, data: Mapping[str, Any], known: set[str], where: str) -> None:
+        for key in sorted(set(data) - known):
+            self.problems.append(f"{where}{key}: unknown key (known: {', '.join(sorted(known))})")
+
+
+def _positive(value: Any) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def _address(value: Any) -> str | None:
+    return None if _ADDRESS_RE.match(value) else f"{value!r} is not an email address"
+
+
+def _secret(r: _Reader, data: Mapping[str, Any], where: str, env: Mapping[str, str]) -> str | None:
+    """A secret from password_env, password_file or password_credential; never inline."""
+    if "password" in data:
+        r.problems.append(
+            f"{where}password: inline passwords are not accepted; use password_env, "
+            "password_file or password_credential (systemd LoadCredential)"
+        )
+    name = r.get(data, "password_env", str, None, where)
+    file = r.get(data, "password_file", str, None, where)
+    credential = r.get(data, "password_credential", str, None, where)
+    if sum(x is not None for x in (name, file, credential)) > 1:
+        r.problems.append(f"{where}password_env: give only one of password_env, password_file, password_credential")
+        return None
+    if name is not None:
+        if name not in env:
+            r.problems.append(f"{where}password_env: environment variable {name} is not set")
+            return None
+        return env[name]
+    if credential is not None:
+        directory = env.get("CREDENTIALS_DIRECTORY")
+        if not directory:
+            r.problems.append(f"{where}password_credential: $CREDENTIALS_DIRECTORY is not set (use LoadCredential= in the unit)")
+            return None
+        file = str(Path(directory) / credential)
+    if file is not None:
+        try:
+            return Path(file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            r.problems.append(f"{where}password_file: cannot read {file}: {exc.strerror}")
+    return None
+
+
+def _resolve(base: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _database(r: _Reader, data: Mapping[str, Any], base: Path, env: Mapping[str, str]) -> str:
+    where = "database."
+    table = r.table(data, "database")
+    r.unknown(table, {"url", "password_env", "password_file", "password_credential", "auto_upgrade"}, where)
+    url = r.get(table, "url", str, f"sqlite:///{DEFAULT_STATE_DIR}/mailticket.db", where)
+    if url.startswith("sqlite"):
+        prefix, _, rest = url.partition(":///")
+        if not rest:
+            r.problems.append(f"{where}url: {url!r}: use sqlite:///relative/path.db or sqlite:////absolute/path.db")
+            return url
+        if rest != ":memory:":
+            url = f"{prefix}:///{_resolve(base, rest)}"
+        return url
+    scheme = urlsplit(url).scheme
+    if not scheme.startswith("postgresql"):
+        r.problems.append(f"{where}url: {url!r}: supported are sqlite:///PATH and postgresql+psycopg://...")
+        return url
+    if scheme == "postgresql":
+        url = "postgresql+psycopg" + url[len("postgresql"):]
+    password = _secret(r, table, where, env)
+    if password is not None:
+        parts = urlsplit(url)
+        if parts.password:
+            r.problems.append(f"{where}url: holds a password and password_* is set too; keep one")
+        else:
+            user = parts.username or ""
+            netloc = f"{user}:{quote(password, safe='')}@{parts.hostname or ''}"
+            if parts.port:
+                netloc += f":{parts.port}"
+            url = parts._replace(netloc=netloc).geturl()
+    return url
+
+
+def _outbound(r: _Reader, data: Mapping[str, Any], base: Path, env: Mapping[str, str], default_from: str) -> OutboundSettings:
+    where = "outbound."
+    table = r.table(data, "outbound")
+    r.unknown(
+        table,
+        {"transport", "from", "username", "password_env", "password_file", "password_credential",
+         "timeout", "max_attempts", "retry_base_seconds", "retry_max_seconds"},
+        where,
+    )
+    transport = r.get(table, "transport", str, f"maildir:{DEFAULT_STATE_DIR}/outbox", where)
+    from_address = r.get(table, "from", str, default_from, where)
+    timeout = float(r.get(table, "timeout", (int, float), 30, where, _positive))
+    max_attempts = r.get(table, "max_attempts", int, 12, where, _positive)
+    retry_base = float(r.get(table, "retry_base_seconds", (int, float), 30, where, _positive))
+    retry_max = float(r.get(table, "retry_max_seconds", (int, float), 3600, where, _positive))
+    maildir: Path | None = None
+    smtp: SmtpTransportSettings | None = None
+    if transport.startswith("maildir:"):
+        target = transport[len("maildir:"):]
+        if not target:
+            r.problems.append(f"{where}transport: maildir: needs a path, e.g. maildir:/var/lib/mailticket/outbox")
+        maildir = _resolve(base, target)
+    else:
+        parts = urlsplit(transport)
+        security = SMTP_SCHEMES.get(parts.scheme)
+        if security is None or not parts.hostname:
+            r.problems.append(
+                f"{where}transport: {transport!r}: use maildir:PATH, smtp://host:port, "
+                "smtp+starttls://host:port or smtps://host:port"
+            )
+        elif parts.password:
+            r.problems.append(f"{where}transport: inline credentials are not accepted; use username and password_env/password_file")
+        else:
+            try:
+                port = parts.port or {"plain": 25, "starttls": 587, "implicit": 465}[security]
+            except ValueError:
+                r.problems.append(f"{where}transport: {transport!r}: bad port")
+                port = 25
+            username = r.get(table, "username", str, parts.username, where)
+            password = _secret(r, table, where, env)
+            if username and password is None:
+                r.problems.append(f"{where}username: set, but no password_env/password_file/password_credential")
+            smtp = SmtpTransportSettings(parts.hostname, port, security, username, password, timeout)
+    return OutboundSettings(transport, maildir, smtp, from_address, max_attempts, retry_base, retry_max)
+
+
+def _mailboxes(r: _Reader, data: Mapping[str, Any]) -> tuple[MailboxSettings, ...]:
+    raw = data.get("mailboxes", [{"address": DEFAULT_ADDRESS, "name": "Support", "queue": "support"}])
+    if not isinstance(raw, list) or not raw:
+        r.problems.append("mailboxes: must be a non-empty array of tables ([[mailboxes]])")
+        return ()
+    result: list[MailboxSettings] = []
+    for i, entry in enumerate(raw):
+        where = f"mailboxes[{i}]."
+        if not isinstance(entry, dict):
+            r.problems.append(f"mailboxes[{i}]: must be a table")
+            continue
+        r.unknown(entry, {"address", "name", "queue", "imap"}, where)
+        if "address" not in entry:
+            r.problems.append(f"{where}address: required")
+            continue
+        address = r.get(entry, "address", str, "", where, _address).lower()
+        name = r.get(entry, "name", str, "Support", where)
+        queue = r.get(entry, "queue", str, "support", where)
+        if address:
+            result.append(MailboxSettings(address, name, queue))
+    seen: set[str] = set()
+    for mailbox in result:
+        if mailbox.address in seen:
+            r.problems.append(f"mailboxes: address {mailbox.address} appears twice")
+        seen.add(mailbox.address)
+    return tuple(result)
+
+
+def _agents(r: _Reader, data: Mapping[str, Any]) -> tuple[AgentSettings, ...]:
+    raw = data.get("agents", [])
+    if not isinstance(raw, list):
+        r.problems.append("agents: must be an array of tables ([[agents]])")
+        return ()
+    result = []
+    for i, entry in enumerate(raw):
+        where = f"agents[{i}]."
+        if not isinstance(entry, dict):
+            r.problems.append(f"agents[{i}]: must be a table")
+            continue
+        r.unknown(entry, {"address", "name"}, where)
+        if "address" not in entry:
+            r.problems.append(f"{where}address: required")
+            continue
+        address = r.get(entry, "address", str, "", where, _address).lower()
+        if address:
+            result.append(AgentSettings(address, r.get(entry, "name", str, address, where)))
+    return tuple(result)
+
+
+def _listen(value: Any) -> str | None:
+    if not isinstance(value, list) or not value:
+        return "must be a non-empty list of \"host:port\" strings"
+    for item in value:
+        if not isinstance(item, str):
+            return f"{item!r} is not a \"host:port\" string"
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            return f"{item!r} is not host:port (IPv6 as [::1]:2525)"
+    return None
+
+
+def _build(data: Mapping[str, Any], source: str, base: Path, env: Mapping[str, str], embedded: bool) -> Settings:
+    r = _Reader()
+    r.unknown(data, {"database", "mailboxes", "agents", "outbound", "smtp", "mail", "templates", "log"}, "")
+    database_url = _database(r, data, base, env)
+    auto_upgrade_default = embedded
+    auto_upgrade = r.get(r.table(data, "database"), "auto_upgrade", bool, auto_upgrade_default, "database.")
+    mailboxes = _mailboxes(r, data)
+    agents = _agents(r, data)
+    first = mailboxes[0] if mailboxes else MailboxSettings(DEFAULT_ADDRESS, "Support", "support")
+    outbound = _outbound(r, data, base, env, f"{first.name} <{first.address}>")
+
+    smtp = r.table(data, "smtp")
+    r.unknown(smtp, {"listen", "max_message_size"}, "smtp.")
+    listen = r.get(smtp, "listen", list, [DEFAULT_LISTEN], "smtp.", _listen)
+    max_size = r.get(smtp, "max_message_size", int, 25 * 1024 * 1024, "smtp.", _positive)
+
+    mail = r.table(data, "mail")
+    r.unknown(mail, {"message_id_domain", "subject_tag_prefix", "loop_token", "acknowledge_new"}, "mail.")
+    default_domain = first.address.rpartition("@")[2] or "localhost"
+    mid_domain = r.get(mail, "message_id_domain", str, default_domain, "mail.",
+                       lambda v: None if re.fullmatch(r"[A-Za-z0-9.-]+", v) else "must be a domain name")
+    prefix = r.get(mail, "subject_tag_prefix", str, "", "mail.",
+                   lambda v: None if re.fullmatch(r"[\w .-]{0,40}", v) else "letters, digits, space, '.', '-' only")
+    loop_token = r.get(mail, "loop_token", str, mid_domain, "mail.",
+                       lambda v: None if re.fullmatch(r"[\w.@-]{1,100}", v) else "letters, digits, '.', '@', '-' only")
+    acknowledge = r.get(mail, "acknowledge_new", bool, True, "mail.")
+
+    templates = r.table(data, "templates")
+    r.unknown(templates, {"directory"}, "templates.")
+    template_dir_value = r.get(templates, "directory", str, None, "templates.")
+    template_dir = _resolve(base, template_dir_value) if template_dir_value else None
+    if template_dir is not None and not template_dir.is_dir():
+        r.problems.append(f"templates.directory: {template_dir} is not a directory")
+
+    log = r.table(data, "log")
+    r.unknown(log, {"level"}, "log.")
+    level = r.get(log, "level", str, "info", "log.",
+                  lambda v: None if v.lower() in {"debug", "info", "warning", "error"} else "one of debug, info, warning, error")
+
+    if r.problems:
+        raise ConfigError([f"{source}: {p}" for p in r.problems])
+    return Settings(
+        source=source,
+        base_dir=base,
+        database_url=database_url,
+        mailboxes=mailboxes,
+        agents=agents,
+        outbound=outbound,
+        smtp_listen=tuple(listen),
+        smtp_max_message_size=max_size,
+        message_id_domain=mid_domain.lower(),
+        subject_tag_prefix=prefix.strip(),
+        loop_token=loop_token,
+        template_dir=template_dir,
+        acknowledge_new=acknowledge,
+        log_level=level.lower(),
+        auto_upgrade=auto_upgrade,
+    )

@@ -1,0 +1,1 @@
+"""Storage: typed ORM models, engine and sessions, queries, migrations."""

@@ -1,0 +1,132 @@
+"""Engine, sessions and schema management (Alembic).
+
+SQLite runs with WAL, synchronous=FULL, foreign keys and a busy timeout, and
+every transaction starts with BEGIN IMMEDIATE so two writers queue on the
+busy timeout instead of failing half-way through.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailticket.errors import SchemaError, TemporaryError
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """Create the engine; SQLite's directory is created on first use."""
+    sa_url = make_url(url)
+    if sa_url.get_backend_name() == "sqlite":
+        database = sa_url.database or ""
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            sa_url,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "isolation_level": None},
+            **kwargs,
+        )
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
+        return engine
+    return create_engine(sa_url, pool_pre_ping=True, **kwargs)
+
+
+def _sqlite_on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.close()
+
+
+def _sqlite_on_begin(connection: Any) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Database:
+    """Engine plus a session factory; ``transaction()`` is the unit of work."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def from_url(cls, url: str) -> Database:
+        return cls(make_engine(url))
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One transaction: committed on success, rolled back on any error.
+
+        Database-level failures (locked, down, disk full) surface as
+        ``TemporaryError`` so sources can answer "try again later".
+        """
+        session = self._sessions()
+        try:
+            with session.begin():
+                yield session
+        except OperationalError as exc:
+            raise TemporaryError(f"database unavailable: {exc.orig}") from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise TemporaryError(f"database connection lost: {exc.orig}") from exc
+            raise
+        finally:
+            session.close()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- schema -----------------------------------------------------------
+
+    def _alembic_config(self) -> Config:
+        config = Config()
+        config.set_main_option("script_location", "mailticket.store:migrations")
+        return config
+
+    def head_revision(self) -> str | None:
+        return ScriptDirectory.from_config(self._alembic_config()).get_current_head()
+
+    def current_revision(self) -> str | None:
+        with self.engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+
+    def upgrade(self) -> tuple[str | None, str | None]:
+        """Bring the schema to head; returns (before, after)."""
+        before = self.current_revision()
+        config = self._alembic_config()
+        with self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+        return before, self.current_revision()
+
+    def check_schema(self) -> None:
+        """Raise SchemaError naming the fix when the schema is not at head."""
+        current, head = self.current_revision(), self.head_revision()
+        if current == head:
+            return
+        if current is None:
+            raise SchemaError("database has no mailticket schema yet: run `mailticket db upgrade`")
+        raise SchemaError(
+            f"database schema is at revision {current}, this mailticket needs {head}: "
+            "run `mailticket db upgrade`"
+        )

@@ -1,0 +1,196 @@
+"""SQLAlchemy 2 typed models. Times are timezone-aware UTC everywhere."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Stores UTC; always returns aware datetimes (SQLite forgets the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; use the clock")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: dict[Any, Any] = {dt.datetime: UTCDateTime, list[str]: JSON}
+
+
+class Ticket(Base):
+    __tablename__ = "tickets"
+
+    number: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    subject: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    priority: Mapped[str] = mapped_column(String(16), default="normal")
+    queue: Mapped[str] = mapped_column(String(100))
+    mailbox: Mapped[str] = mapped_column(String(320))
+    requester: Mapped[str] = mapped_column(String(320), index=True)
+    requester_name: Mapped[str] = mapped_column(Text, default="")
+    assignee: Mapped[str | None] = mapped_column(String(320))
+    needs_review: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime]
+    updated_at: Mapped[dt.datetime]
+    first_response_at: Mapped[dt.datetime | None]
+    solved_at: Mapped[dt.datetime | None]
+    closed_at: Mapped[dt.datetime | None]
+
+    messages: Mapped[list[Message]] = relationship(back_populates="ticket", order_by="Message.id")
+    participants: Mapped[list[Participant]] = relationship(back_populates="ticket", order_by="Participant.id")
+
+
+class Participant(Base):
+    __tablename__ = "participants"
+    __table_args__ = (UniqueConstraint("ticket_number", "email"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_number: Mapped[int] = mapped_column(ForeignKey("tickets.number", ondelete="CASCADE"))
+    email: Mapped[str] = mapped_column(String(320), index=True)
+    name: Mapped[str] = mapped_column(Text, default="")
+    role: Mapped[str] = mapped_column(String(16))  # requester, cc, agent
+
+    ticket: Mapped[Ticket] = relationship(back_populates="participants")
+
+
+class RawMessage(Base):
+    """The bytes exactly as a source handed them in: the durable intake."""
+
+    __tablename__ = "raw_messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dedupe_key: Mapped[str] = mapped_column(String(1000), unique=True)
+    message_id: Mapped[str] = mapped_column(Text, default="")
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    source: Mapped[str] = mapped_column(String(16))
+    mail_from: Mapped[str] = mapped_column(Text, default="")
+    recipients: Mapped[list[str]] = mapped_column(default=list)
+    peer: Mapped[str] = mapped_column(Text, default="")
+    state: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    ticket_number: Mapped[int | None] = mapped_column(ForeignKey("tickets.number"))
+    received_at: Mapped[dt.datetime]
+    processed_at: Mapped[dt.datetime | None]
+
+    __table_args__ = (Index("ix_raw_messages_state_id", "state", "id"),)
+
+
+class Message(Base):
+    __tablename__ = "messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_number: Mapped[int] = mapped_column(ForeignKey("tickets.number", ondelete="CASCADE"), index=True)
+    raw_id: Mapped[int | None] = mapped_column(ForeignKey("raw_messages.id"))
+    direction: Mapped[str] = mapped_column(String(3))
+    message_id: Mapped[str] = mapped_column(String(1000), index=True)
+    in_reply_to: Mapped[list[str]] = mapped_column(default=list)
+    references: Mapped[list[str]] = mapped_column(default=list)
+    from_addr: Mapped[str] = mapped_column(String(320))
+    from_name: Mapped[str] = mapped_column(Text, default="")
+    to_addrs: Mapped[list[str]] = mapped_column(default=list)
+    cc_addrs: Mapped[list[str]] = mapped_column(default=list)
+    subject: Mapped[str] = mapped_column(Text)
+    date: Mapped[dt.datetime | None]
+    text: Mapped[str] = mapped_column(Text)
+    visible_text: Mapped[str] = mapped_column(Text)
+    html: Mapped[str] = mapped_column(Text, default="")
+    author_role: Mapped[str] = mapped_column(String(16))
+    verdict: Mapped[str] = mapped_column(String(16))
+    verdict_reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime]
+
+    ticket: Mapped[Ticket] = relationship(back_populates="messages")
+    attachments: Mapped[list[AttachmentRow]] = relationship(order_by="AttachmentRow.id")
+
+
+class Blob(Base):
+    """Attachment content, stored once per sha256."""
+
+    __tablename__ = "blobs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AttachmentRow(Base):
+    __tablename__ = "attachments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    message_row_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    original_filename: Mapped[str] = mapped_column(Text, default="")
+    content_type: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"))
+    inline: Mapped[bool] = mapped_column(Boolean, default=False)
+    content_id: Mapped[str] = mapped_column(Text, default="")
+
+
+class OutboxRow(Base):
+    """One outbound mail, rendered, written in the transaction that caused it."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_number: Mapped[int | None] = mapped_column(ForeignKey("tickets.number"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    to_addr: Mapped[str] = mapped_column(String(320), index=True)
+    subject: Mapped[str] = mapped_column(Text)
+    message_id: Mapped[str] = mapped_column(String(1000), unique=True)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime]
+    sent_at: Mapped[dt.datetime | None]
+
+    __table_args__ = (Index("ix_outbox_state_next", "state", "next_attempt_at"),)
+
+
+class Event(Base):
+    """The decision log: what was decided about a message or ticket, and why."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_number: Mapped[int | None] = mapped_column(ForeignKey("tickets.number"), index=True)
+    raw_id: Mapped[int | None] = mapped_column(ForeignKey("raw_messages.id"), index=True)
+    message_id: Mapped[str] = mapped_column(Text, default="")
+    kind: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime]

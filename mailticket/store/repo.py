@@ -1,0 +1,93 @@
+"""Queries. Claims use FOR UPDATE SKIP LOCKED so several instances share PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from mailticket.domain import OutboxState, RawState
+from mailticket.store.models import Blob, Event, OutboxRow, RawMessage
+
+
+def new_raw_ids(session: Session, limit: int, max_bytes: int) -> list[int]:
+    """Oldest 'new' raw messages, at most ``limit`` and about ``max_bytes`` in all."""
+    rows = session.execute(
+        select(RawMessage.id, RawMessage.size).where(RawMessage.state == RawState.NEW).order_by(RawMessage.id).limit(limit)
+    ).tuples().all()
+    ids, total = [], 0
+    for raw_id, size in rows:
+        if ids and total + size > max_bytes:
+            break
+        ids.append(raw_id)
+        total += size
+    return ids
+
+
+def raw_rows(session: Session, ids: Sequence[int]) -> Sequence[RawMessage]:
+    return session.execute(
+        select(RawMessage).where(RawMessage.id.in_(ids), RawMessage.state == RawState.NEW).order_by(RawMessage.id)
+    ).scalars().all()
+
+
+def claim_new_raw(session: Session, ids: Sequence[int]) -> Sequence[RawMessage]:
+    """Lock these raw rows if still 'new'; rows another instance holds are skipped."""
+    if not ids:
+        return []
+    return session.execute(
+        select(RawMessage)
+        .where(RawMessage.id.in_(ids), RawMessage.state == RawState.NEW)
+        .order_by(RawMessage.id)
+        .with_for_update(skip_locked=True)
+    ).scalars().all()
+
+
+def store_blob(session: Session, content: bytes) -> str:
+    """Store content once per sha256 (race-free across instances); returns the hash."""
+    sha = hashlib.sha256(content).hexdigest()
+    values = {"sha256": sha, "size": len(content), "content": content}
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    session.execute(insert(Blob).values(**values).on_conflict_do_nothing(index_elements=["sha256"]))
+    return sha
+
+
+def add_event(
+    session: Session,
+    now: dt.datetime,
+    kind: str,
+    detail: str,
+    *,
+    ticket_number: int | None = None,
+    raw_id: int | None = None,
+    message_id: str = "",
+) -> None:
+    session.add(Event(ticket_number=ticket_number, raw_id=raw_id, message_id=message_id[:1000],
+                      kind=kind, detail=detail, created_at=now))
+
+
+def due_outbox(session: Session, now: dt.datetime, limit: int) -> Sequence[OutboxRow]:
+    return session.execute(
+        select(OutboxRow)
+        .where(OutboxRow.state == OutboxState.QUEUED, OutboxRow.next_attempt_at <= now)
+        .order_by(OutboxRow.next_attempt_at, OutboxRow.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).scalars().all()
+
+
+def stale_sending(session: Session, now: dt.datetime) -> Sequence[OutboxRow]:
+    return session.execute(
+        select(OutboxRow)
+        .where(OutboxRow.state == OutboxState.SENDING, OutboxRow.next_attempt_at <= now)
+        .with_for_update(skip_locked=True)
+    ).scalars().all()
+
+
+def count_by_state(session: Session) -> dict[str, int]:
+    rows = session.execute(select(RawMessage.state, func.count()).group_by(RawMessage.state)).tuples().all()
+    return {state: count for state, count in rows}
