@@ -1,0 +1,173 @@
+"""Shared fixtures: a fresh database per test (SQLite, or a PostgreSQL schema
+when MAILTICKET_TEST_POSTGRES_URL is set), settings from a real TOML file,
+and an App wired with a frozen clock.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from mailticket.app import App
+from mailticket.clock import FrozenClock
+from mailticket.settings import Settings, load
+
+POSTGRES_URL = os.environ.get("MAILTICKET_TEST_POSTGRES_URL", "")
+REQUIRE_INTEGRATION = os.environ.get("MAILTICKET_REQUIRE_INTEGRATION") == "1"
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+CORPUS = Path(os.environ.get("MAILTICKET_CORPUS", CORPUS))
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip an integration test with a reason; under MAILTICKET_REQUIRE_INTEGRATION=1 fail instead."""
+    if REQUIRE_INTEGRATION:
+        pytest.fail(f"integration test cannot run (MAILTICKET_REQUIRE_INTEGRATION=1): {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def corpus() -> Path:
+    if not (CORPUS / "MANIFEST.tsv").is_file():
+        pytest.skip(f"real-mail corpus not found at {CORPUS} (set MAILTICKET_CORPUS or put shared/ beside the repo)")
+    return CORPUS
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> Iterator[str]:
+    """A database nobody else uses: a SQLite file, or a fresh PostgreSQL schema."""
+    if not POSTGRES_URL:
+        yield f"sqlite:///{tmp_path / 'mailticket.db'}"
+        return
+    schema = f"mt_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    try:
+        yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@pytest.fixture
+def write_config(tmp_path: Path, database_url: str) -> Callable[..., Path]:
+    """Write a mailticket.toml; ``extra`` is raw TOML appended at the end."""
+
+    def write(extra: str = "", agents: tuple[str, ...] = ("agent@example.com",),
+              transport: str | None = None) -> Path:
+        lines = [
+            "[database]",
+            f"url = {toml_value(database_url)}",
+            "",
+            "[[mailboxes]]",
+            'address = "support@example.com"',
+            'name = "Example Support"',
+            'queue = "support"',
+            "",
+            "[[mailboxes]]",
+            'address = "help@example.com"',
+            'name = "Example Help"',
+            'queue = "help"',
+            "",
+            "[outbound]",
+            f"transport = {toml_value(transport or 'maildir:' + str(tmp_path / 'outbox'))}",
+            'from = "Example Support <support@example.com>"',
+            "",
+            "[mail]",
+            'message_id_domain = "tickets.example.com"',
+            "",
+        ]
+        for agent in agents:
+            lines += ["[[agents]]", f"address = {toml_value(agent)}", 'name = "An Agent"', ""]
+        path = tmp_path / "mailticket.toml"
+        path.write_text("\n".join(lines) + "\n" + extra, encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def settings(write_config: Callable[..., Path]) -> Settings:
+    return load(write_config())
+
+
+class RecordingTransport:
+    """A transport for pure units: records what would have been sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, list[str], bytes]] = []
+
+    def send(self, mail_from: str, recipients: list[str], content: bytes) -> None:
+        self.sent.append((mail_from, recipients, content))
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture
+def make_app(settings: Settings, clock: FrozenClock) -> Iterator[Callable[..., App]]:
+    """Build an App on the test database (schema upgraded); closed at teardown."""
+    apps: list[App] = []
+
+    def build(settings_override: Settings | None = None, **kwargs: Any) -> App:
+        kwargs.setdefault("clock", clock)
+        app = App(settings_override or settings, **kwargs)
+        app.prepare(upgrade=True)
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        app.close()
+
+
+@pytest.fixture
+def app(make_app: Callable[..., App]) -> App:
+    return make_app()
+
+
+def mail(
+    subject: str = "Printer on fire",
+    body: str = "Hello, my printer is on fire.\n",
+    sender: str = "Alice Customer <alice@customer.example>",
+    to: str = "support@example.com",
+    message_id: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> bytes:
+    """A small RFC 5322 message built by hand (so tests control every byte)."""
+    message_id = message_id or f"{uuid.uuid4().hex}@customer.example"
+    lines = [
+        f"From: {sender}",
+        f"To: {to}",
+        f"Subject: {subject}",
+        "Date: Mon, 02 Nov 2026 10:00:00 +0000",
+        f"Message-ID: <{message_id}>",
+    ]
+    for name, value in (headers or {}).items():
+        lines.append(f"{name}: {value}")
+    lines += ["MIME-Version: 1.0", "Content-Type: text/plain; charset=utf-8",
+              "Content-Transfer-Encoding: 8bit", "", body]
+    return "\r\n".join(lines).encode("utf-8")
