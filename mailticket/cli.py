@@ -212,7 +212,8 @@ def cmd_tickets_show(args: argparse.Namespace) -> int:
         print(f"\n--- {m['direction']} {m['date'] or ''} from {m['from']}  [{m['verdict'] or 'outbound'}]")
         print(m["visible_text"])
         for a in m["attachments"]:
-            print(f"    attachment: {a['filename']} ({a['content_type']}, {a['size']} bytes, sha256 {a['sha256'][:12]})")
+            print(f"    attachment: {a['filename']} ({a['content_type']}, {a['size']} bytes, "
+                  f"sha256 {a['sha256'][:12]})")
     return EX_OK
 
 
@@ -250,7 +251,7 @@ def cmd_outbox_retry(args: argparse.Namespace) -> int:
 def cmd_quarantine_list(args: argparse.Namespace) -> int:
     app = _app(args)
     with app.db.transaction() as session:
-        rows = [{
+        rows: list[dict[str, Any]] = [{
             "id": r.id, "message_id": r.message_id, "source": r.source, "attempts": r.attempts,
             "received_at": r.received_at.isoformat(), "error": r.error or "",
         } for r in session.execute(

@@ -200,7 +200,9 @@ def _secret(r: _Reader, data: Mapping[str, Any], where: str, env: Mapping[str, s
     if credential is not None:
         directory = env.get("CREDENTIALS_DIRECTORY")
         if not directory:
-            r.problems.append(f"{where}password_credential: $CREDENTIALS_DIRECTORY is not set (use LoadCredential= in the unit)")
+            r.problems.append(
+                f"{where}password_credential: $CREDENTIALS_DIRECTORY is not set (use LoadCredential= in the unit)"
+            )
             return None
         file = str(Path(directory) / credential)
     if file is not None:
@@ -220,7 +222,7 @@ def _database(r: _Reader, data: Mapping[str, Any], base: Path, env: Mapping[str,
     where = "database."
     table = r.table(data, "database")
     r.unknown(table, {"url", "password_env", "password_file", "password_credential", "auto_upgrade"}, where)
-    url = r.get(table, "url", str, f"sqlite:///{DEFAULT_STATE_DIR}/mailticket.db", where)
+    url = str(r.get(table, "url", str, f"sqlite:///{DEFAULT_STATE_DIR}/mailticket.db", where))
     if url.startswith("sqlite"):
         prefix, _, rest = url.partition(":///")
         if not rest:
@@ -249,7 +251,9 @@ def _database(r: _Reader, data: Mapping[str, Any], base: Path, env: Mapping[str,
     return url
 
 
-def _outbound(r: _Reader, data: Mapping[str, Any], base: Path, env: Mapping[str, str], default_from: str) -> OutboundSettings:
+def _outbound(
+    r: _Reader, data: Mapping[str, Any], base: Path, env: Mapping[str, str], default_from: str
+) -> OutboundSettings:
     where = "outbound."
     table = r.table(data, "outbound")
     r.unknown(
@@ -280,7 +284,9 @@ def _outbound(r: _Reader, data: Mapping[str, Any], base: Path, env: Mapping[str,
                 "smtp+starttls://host:port or smtps://host:port"
             )
         elif parts.password:
-            r.problems.append(f"{where}transport: inline credentials are not accepted; use username and password_env/password_file")
+            r.problems.append(
+                f"{where}transport: inline credentials are not accepted; use username and password_env/password_file"
+            )
         else:
             try:
                 port = parts.port or {"plain": 25, "starttls": 587, "implicit": 465}[security]
@@ -392,8 +398,9 @@ def _build(data: Mapping[str, Any], source: str, base: Path, env: Mapping[str, s
 
     log = r.table(data, "log")
     r.unknown(log, {"level"}, "log.")
+    levels = ("debug", "info", "warning", "error")
     level = r.get(log, "level", str, "info", "log.",
-                  lambda v: None if v.lower() in {"debug", "info", "warning", "error"} else "one of debug, info, warning, error")
+                  lambda v: None if v.lower() in levels else f"one of {', '.join(levels)}")
 
     if r.problems:
         raise ConfigError([f"{source}: {p}" for p in r.problems])

@@ -27,13 +27,14 @@ def test_template_syntax_in_subject_and_body_is_literal(app: App) -> None:
     with app.db.transaction() as s:
         ticket = s.get_one(Ticket, number)
         assert ticket.subject.startswith("{{ 7*7 }}")
-        inbound = [m for m in ticket.messages if m.direction == "in"][0]
+        inbound = next(m for m in ticket.messages if m.direction == "in")
         assert "{{ 7*7 }}" in inbound.visible_text
         content = s.execute(select(OutboxRow.content)).scalar_one()
     ack = email.message_from_bytes(content, policy=policy.default)
     assert str(ack["Subject"]) == f"[#{number}] {{{{ 7*7 }}}} {{% for x in range(3) %}}x{{% endfor %}}"
     text = ack.get_body(("plain",)).get_content()
     html = ack.get_body(("html",)).get_content()
+    assert "{{ 7*7 }}" in html and "49" not in html
     assert "{{ 7*7 }}" in text and "49" not in text
     assert "{{ 6*6 }}" in text and "36" not in text
     assert "xxx" not in text
@@ -69,7 +70,8 @@ def test_attachment_path_traversal_gets_safe_name(app: App) -> None:
         b"Message-ID: <files@customer.example>\r\nMIME-Version: 1.0\r\n"
         b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
         b"--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n"
-        b'--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename="../../etc/passwd"\r\n'
+        b"--b\r\nContent-Type: application/octet-stream\r\n"
+        b'Content-Disposition: attachment; filename="../../etc/passwd"\r\n'
         b"Content-Transfer-Encoding: base64\r\n\r\ncm9vdDp4OjA6MDo=\r\n"
         b"--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; "
         b"filename*=UTF-8''..%2F..%2F%E2%82%AC%5Cwin.ini\r\n\r\nx\r\n"
@@ -99,7 +101,8 @@ def test_safe_filename_edge_cases() -> None:
 
 def test_rfc2047_and_rfc2231_filenames_and_charsets() -> None:
     raw = (
-        b"From: =?iso-8859-1?q?J=F6rg?= <j@customer.example>\r\nSubject: =?utf-8?b?w4RyZ2Vy?= =?utf-8?b?IG1pdCDDnA==?=\r\n"
+        b"From: =?iso-8859-1?q?J=F6rg?= <j@customer.example>\r\n"
+        b"Subject: =?utf-8?b?w4RyZ2Vy?= =?utf-8?b?IG1pdCDDnA==?=\r\n"
         b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n"
         b"--x\r\nContent-Type: text/plain; charset=ks_c_5601-1987\r\n\r\n\xc7\xd1\xb1\xdb\r\n"
         b'--x\r\nContent-Type: application/pdf; name="=?utf-8?q?R=C3=A9sum=C3=A9.pdf?="\r\n'

@@ -125,7 +125,7 @@ def test_machine_mail_gets_no_acknowledgement(app: App) -> None:
         "List-Id": ("<users.lists.example.org>", "list"),
         "X-Autoreply": ("yes", "auto_reply"),
     }
-    for header, (value, verdict) in cases.items():
+    for header, (value, _verdict) in cases.items():
         ingest(app, mail(subject=f"mail with {header}", headers={header: value}))
     ingest(app, mail(sender="MAILER-DAEMON@mx.example", subject="Undelivered Mail Returned to Sender"))
     ingest(app, mail(subject="human", headers={"Auto-Submitted": "no"}))
@@ -146,7 +146,9 @@ def test_our_own_acknowledgement_coming_back_is_own_loop(app: App) -> None:
     with app.db.transaction() as s:
         content = s.execute(select(OutboxRow.content)).scalar_one()
     number, decision = ingest(app, content)
+    assert decision == "joined"  # its In-Reply-To names the customer's message
     with app.db.transaction() as s:
+        assert s.get_one(Ticket, number).status == "new"
         verdict = s.execute(select(Message.verdict).where(Message.direction == "in")
                             .order_by(Message.id.desc())).scalars().first()
     assert verdict == "own_loop"

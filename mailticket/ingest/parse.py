@@ -12,8 +12,8 @@ from __future__ import annotations
 import binascii
 import email
 import email.message
-import logging
 import email.parser
+import logging
 import mimetypes
 import re
 import unicodedata
@@ -282,7 +282,8 @@ def _attach_container(part: email.message.Message, ctype: str, walk: _Walk) -> N
     """message/rfc822, message/delivery-status...: kept whole as an attachment."""
     payload = part.get_payload()
     chunks: list[bytes] = []
-    for inner in payload if isinstance(payload, list) else []:
+    inners = [p for p in payload if isinstance(p, email.message.Message)] if isinstance(payload, list) else []
+    for inner in inners:
         try:
             chunks.append(inner.as_bytes(policy=email_policy.compat32))
         except Exception:
@@ -292,8 +293,8 @@ def _attach_container(part: email.message.Message, ctype: str, walk: _Walk) -> N
                 walk.defects.append(f"{ctype} part could not be serialized ({type(exc).__name__})")
     data = b"\n".join(chunks)
     filename = _filename(part)
-    if not filename and ctype == "message/rfc822" and isinstance(payload, list) and payload:
-        subject = clean_line(decode_header_value(str(_raw_header(payload[0], "subject") or "")))
+    if not filename and ctype == "message/rfc822" and inners:
+        subject = clean_line(decode_header_value(str(_raw_header(inners[0], "subject") or "")))
         filename = f"{subject[:80] or 'message'}.eml"
     _add_attachment(walk, filename, ctype, data, False, "")
 

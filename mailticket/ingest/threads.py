@@ -87,7 +87,8 @@ def find_thread(
     ).first()
     if participant is None:
         return ThreadMatch(
-            None, f"subject tag {tag.format(number)} ignored: {sender or 'the sender'} is not a participant of #{number}"
+            None,
+            f"subject tag {tag.format(number)} ignored: {sender or 'the sender'} is not a participant of #{number}",
         )
     return _open_or_new(session, number, f"subject tag {tag.format(number)} from participant {sender}")
 

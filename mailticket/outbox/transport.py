@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import mailbox
 import smtplib
-import socket
 import ssl
 from pathlib import Path
 from typing import Protocol
@@ -65,7 +64,8 @@ class SmtpTransport:
         except smtplib.SMTPNotSupportedError as exc:
             raise TemporaryError(f"smtp {s.host}:{s.port}: STARTTLS required but not offered") from exc
         except smtplib.SMTPAuthenticationError as exc:
-            raise TemporaryError(f"smtp {s.host}:{s.port}: login refused: {exc.smtp_code} {_text(exc.smtp_error)}") from exc
+            detail = f"{exc.smtp_code} {_text(exc.smtp_error)}"
+            raise TemporaryError(f"smtp {s.host}:{s.port}: login refused: {detail}") from exc
         except smtplib.SMTPResponseException as exc:
             raise _classify(exc.smtp_code, exc.smtp_error, f"smtp {s.host}:{s.port}") from exc
         except (OSError, smtplib.SMTPException) as exc:
@@ -83,7 +83,7 @@ class SmtpTransport:
         except smtplib.SMTPResponseException as exc:
             self.close()
             raise _classify(exc.smtp_code, exc.smtp_error, "server refused") from exc
-        except (OSError, smtplib.SMTPException, socket.timeout) as exc:
+        except (TimeoutError, OSError, smtplib.SMTPException) as exc:
             self.close()
             raise TemporaryError(f"smtp connection: {exc}") from exc
         if refused:

@@ -17,9 +17,13 @@ from mailticket.store.models import Blob, Event, OutboxRow, RawMessage
 def new_raw_ids(session: Session, limit: int, max_bytes: int) -> list[int]:
     """Oldest 'new' raw messages, at most ``limit`` and about ``max_bytes`` in all."""
     rows = session.execute(
-        select(RawMessage.id, RawMessage.size).where(RawMessage.state == RawState.NEW).order_by(RawMessage.id).limit(limit)
+        select(RawMessage.id, RawMessage.size)
+        .where(RawMessage.state == RawState.NEW)
+        .order_by(RawMessage.id)
+        .limit(limit)
     ).tuples().all()
-    ids, total = [], 0
+    ids: list[int] = []
+    total = 0
     for raw_id, size in rows:
         if ids and total + size > max_bytes:
             break

@@ -1,0 +1,112 @@
+"""Configuration: where it comes from, defaults, and one clear line per problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mailticket.errors import ConfigError
+from mailticket.settings import load, locate_config
+
+
+def problems(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> list[str]:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load(path, env=env or {})
+    return info.value.problems
+
+
+def test_embedded_default(tmp_path: Path) -> None:
+    settings = load(None, env={}, cwd=tmp_path)
+    assert settings.source == "embedded default"
+    assert settings.database_url == f"sqlite:///{tmp_path}/var/mailticket.db"
+    assert settings.smtp_listen == ("127.0.0.1:2525",)
+    assert [m.address for m in settings.mailboxes] == ["support@localhost"]
+    assert settings.outbound.maildir == tmp_path / "var" / "outbox"
+    assert settings.auto_upgrade is True
+    assert settings.subject_tag_prefix == ""
+
+
+def test_locate_config_precedence(tmp_path: Path) -> None:
+    assert locate_config(None, {}, tmp_path) is None
+    (tmp_path / "mailticket.toml").write_text("")
+    assert locate_config(None, {}, tmp_path) == tmp_path / "mailticket.toml"
+    assert locate_config(None, {"MAILTICKET_CONFIG": "/etc/x.toml"}, tmp_path) == Path("/etc/x.toml")
+    assert locate_config("/a.toml", {"MAILTICKET_CONFIG": "/etc/x.toml"}, tmp_path) == Path("/a.toml")
+
+
+def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "etc" / "c.toml"
+    path.parent.mkdir()
+    path.write_text('[database]\nurl = "sqlite:///data/db.sqlite"\n[outbound]\ntransport = "maildir:out"\n')
+    settings = load(path, env={}, cwd=Path("/"))
+    assert settings.database_url == f"sqlite:///{tmp_path}/etc/data/db.sqlite"
+    assert settings.outbound.maildir == tmp_path / "etc" / "out"
+    assert settings.auto_upgrade is False
+
+
+def test_smtp_transports_and_secrets(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret\n")
+    path = tmp_path / "c.toml"
+    path.write_text(f'[outbound]\ntransport = "smtp+starttls://relay.example.com"\nusername = "mt"\n'
+                    f'password_file = "{secret}"\n')
+    smtp = load(path, env={}).outbound.smtp
+    assert smtp is not None
+    assert (smtp.host, smtp.port, smtp.security, smtp.username, smtp.password) == (
+        "relay.example.com", 587, "starttls", "mt", "s3cret")
+    path.write_text('[outbound]\ntransport = "smtps://relay:2465"\nusername = "mt"\npassword_env = "PW"\n')
+    smtp = load(path, env={"PW": "from-env"}).outbound.smtp
+    assert smtp is not None and (smtp.port, smtp.security, smtp.password) == (2465, "implicit", "from-env")
+
+
+def test_secrets_are_never_inline(tmp_path: Path) -> None:
+    found = problems(tmp_path, '[outbound]\ntransport = "smtp://mt:hunter2@relay"\n')
+    assert len(found) == 1 and "outbound.transport: inline credentials" in found[0]
+    assert "hunter2" not in found[0]
+    found = problems(tmp_path, '[outbound]\ntransport = "smtp://relay"\nusername = "u"\npassword_env = "NOPE"\n')
+    assert any("outbound.password_env: environment variable NOPE is not set" in p for p in found)
+
+
+def test_every_problem_named_at_once(tmp_path: Path) -> None:
+    found = problems(tmp_path, """
+[database]
+url = "mysql://x"
+[[mailboxes]]
+address = "a@example.com"
+[[mailboxes]]
+address = "A@example.com"
+[smtp]
+max_message_size = -1
+[mail]
+subject_tag_prefix = "<script>"
+[log]
+level = "loud"
+""")
+    joined = "\n".join(found)
+    for key in ("database.url", "mailboxes: address a@example.com appears twice", "smtp.max_message_size",
+                "mail.subject_tag_prefix", "log.level"):
+        assert key in joined
+    assert len(found) == 5
+    assert all(p.startswith(str(tmp_path / "c.toml")) for p in found)
+
+
+def test_not_toml_is_one_clear_line(tmp_path: Path) -> None:
+    found = problems(tmp_path, "[database\nurl=")
+    assert len(found) == 1 and "not valid TOML" in found[0]
+
+
+def test_postgres_url_gets_driver_and_password(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[database]\nurl = "postgresql://mt@db.example.com:5433/mt"\npassword_env = "DBPW"\n')
+    settings = load(path, env={"DBPW": "p@ss/word"})
+    assert settings.database_url == "postgresql+psycopg://mt:p%40ss%2Fword@db.example.com:5433/mt"
+    assert not settings.is_sqlite
+
+
+def test_plus_addressing_maps_to_mailbox(tmp_path: Path) -> None:
+    settings = load(None, env={}, cwd=tmp_path)
+    assert settings.mailbox_for("Support+billing@LOCALHOST") is not None
+    assert settings.mailbox_for("other@localhost") is None
