@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -61,6 +62,29 @@ class OutboundSettings:
 
 
 @dataclass(frozen=True)
+class Listener:
+    host: str  # without brackets, also for IPv6
+    port: int
+    lmtp: bool
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'lmtp:' if self.lmtp else ''}{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class SmtpListenSettings:
+    listen: tuple[Listener, ...]
+    max_message_size: int
+    hostname: str
+    tls_cert: Path | None
+    tls_key: Path | None
+    max_connections: int
+    max_connections_per_ip: int
+    timeout: float  # seconds a client may stay silent, within a command or during DATA
+
+
+@dataclass(frozen=True)
 class Settings:
     source: str  # where the settings came from: a path, or "embedded default"
     base_dir: Path
@@ -68,8 +92,7 @@ class Settings:
     mailboxes: tuple[MailboxSettings, ...]
     agents: tuple[AgentSettings, ...]
     outbound: OutboundSettings
-    smtp_listen: tuple[str, ...]
-    smtp_max_message_size: int
+    smtp: SmtpListenSettings
     message_id_domain: str
     subject_tag_prefix: str
     loop_token: str
@@ -350,16 +373,55 @@ def _agents(r: _Reader, data: Mapping[str, Any]) -> tuple[AgentSettings, ...]:
     return tuple(result)
 
 
+def parse_listener(item: str) -> Listener | None:
+    """"host:port", "[::1]:port", or with an "lmtp:" prefix for LMTP."""
+    lmtp = item.startswith("lmtp:")
+    rest = item[len("lmtp:"):] if lmtp else item
+    host, sep, port = rest.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        return None  # bare IPv6 needs brackets
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return Listener(host, int(port), lmtp)
+
+
 def _listen(value: Any) -> str | None:
-    if not isinstance(value, list) or not value:
-        return "must be a non-empty list of \"host:port\" strings"
+    if not isinstance(value, list):
+        return "must be a list of \"host:port\" strings (empty: no listener)"
     for item in value:
-        if not isinstance(item, str):
-            return f"{item!r} is not a \"host:port\" string"
-        host, sep, port = item.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            return f"{item!r} is not host:port (IPv6 as [::1]:2525)"
+        if not isinstance(item, str) or parse_listener(item) is None:
+            return f"{item!r} is not host:port (IPv6 as \"[::1]:2525\"; LMTP as \"lmtp:127.0.0.1:24\")"
     return None
+
+
+def _smtp(r: _Reader, data: Mapping[str, Any], base: Path) -> SmtpListenSettings:
+    where = "smtp."
+    table = r.table(data, "smtp")
+    r.unknown(table, {"listen", "max_message_size", "hostname", "tls_cert", "tls_key", "max_connections",
+                      "max_connections_per_ip", "timeout"}, where)
+    listen = r.get(table, "listen", list, [DEFAULT_LISTEN], where, _listen)
+    listeners = tuple(x for x in (parse_listener(item) for item in listen) if x is not None)
+    cert = r.get(table, "tls_cert", str, None, where)
+    key = r.get(table, "tls_key", str, None, where)
+    if (cert is None) != (key is None):
+        r.problems.append(f"{where}tls_cert: STARTTLS needs both tls_cert and tls_key")
+    cert_path = _resolve(base, cert) if cert else None
+    key_path = _resolve(base, key) if key else None
+    for name, path in (("tls_cert", cert_path), ("tls_key", key_path)):
+        if path is not None and not path.is_file():
+            r.problems.append(f"{where}{name}: {path} is not a readable file")
+    return SmtpListenSettings(
+        listen=listeners,
+        max_message_size=r.get(table, "max_message_size", int, 25 * 1024 * 1024, where, _positive),
+        hostname=r.get(table, "hostname", str, socket.gethostname() or "localhost", where),
+        tls_cert=cert_path,
+        tls_key=key_path,
+        max_connections=r.get(table, "max_connections", int, 200, where, _positive),
+        max_connections_per_ip=r.get(table, "max_connections_per_ip", int, 20, where, _positive),
+        timeout=float(r.get(table, "timeout", (int, float), 300, where, _positive)),
+    )
 
 
 def _build(data: Mapping[str, Any], source: str, base: Path, env: Mapping[str, str], embedded: bool) -> Settings:
@@ -373,10 +435,7 @@ def _build(data: Mapping[str, Any], source: str, base: Path, env: Mapping[str, s
     first = mailboxes[0] if mailboxes else MailboxSettings(DEFAULT_ADDRESS, "Support", "support")
     outbound = _outbound(r, data, base, env, f"{first.name} <{first.address}>")
 
-    smtp = r.table(data, "smtp")
-    r.unknown(smtp, {"listen", "max_message_size"}, "smtp.")
-    listen = r.get(smtp, "listen", list, [DEFAULT_LISTEN], "smtp.", _listen)
-    max_size = r.get(smtp, "max_message_size", int, 25 * 1024 * 1024, "smtp.", _positive)
+    smtp = _smtp(r, data, base)
 
     mail = r.table(data, "mail")
     r.unknown(mail, {"message_id_domain", "subject_tag_prefix", "loop_token", "acknowledge_new"}, "mail.")
@@ -411,8 +470,7 @@ def _build(data: Mapping[str, Any], source: str, base: Path, env: Mapping[str, s
         mailboxes=mailboxes,
         agents=agents,
         outbound=outbound,
-        smtp_listen=tuple(listen),
-        smtp_max_message_size=max_size,
+        smtp=smtp,
         message_id_domain=mid_domain.lower(),
         subject_tag_prefix=prefix.strip(),
         loop_token=loop_token,

@@ -22,7 +22,7 @@ def test_embedded_default(tmp_path: Path) -> None:
     settings = load(None, env={}, cwd=tmp_path)
     assert settings.source == "embedded default"
     assert settings.database_url == f"sqlite:///{tmp_path}/var/mailticket.db"
-    assert settings.smtp_listen == ("127.0.0.1:2525",)
+    assert [str(x) for x in settings.smtp.listen] == ["127.0.0.1:2525"]
     assert [m.address for m in settings.mailboxes] == ["support@localhost"]
     assert settings.outbound.maildir == tmp_path / "var" / "outbox"
     assert settings.auto_upgrade is True
@@ -110,3 +110,14 @@ def test_plus_addressing_maps_to_mailbox(tmp_path: Path) -> None:
     settings = load(None, env={}, cwd=tmp_path)
     assert settings.mailbox_for("Support+billing@LOCALHOST") is not None
     assert settings.mailbox_for("other@localhost") is None
+
+
+def test_listeners_ipv6_and_lmtp(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[smtp]\nlisten = ["127.0.0.1:2525", "[::1]:2525", "lmtp:127.0.0.1:24"]\n')
+    listeners = load(path, env={}).smtp.listen
+    assert [(x.host, x.port, x.lmtp) for x in listeners] == [
+        ("127.0.0.1", 2525, False), ("::1", 2525, False), ("127.0.0.1", 24, True)]
+    found = problems(tmp_path, '[smtp]\nlisten = ["::1:25"]\ntls_cert = "/nonexistent.pem"\n')
+    assert any("smtp.listen" in p for p in found)
+    assert any("smtp.tls_cert: STARTTLS needs both" in p for p in found)

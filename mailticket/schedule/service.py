@@ -19,6 +19,8 @@ from sqlalchemy.engine import make_url
 
 from mailticket.app import App
 from mailticket.errors import ConfigError, TemporaryError
+from mailticket.ingest.committer import GroupCommitter
+from mailticket.sources.smtp import SmtpListener
 
 log = logging.getLogger("mailticket.serve")
 
@@ -33,9 +35,20 @@ class Service:
         self._intervals = {INBOX_JOB: inbox_interval, OUTBOX_JOB: outbox_interval}
         self._lock_file: IO[str] | None = None
         self.stopped = threading.Event()
+        self.committer = GroupCommitter(app.inbox)
+        self.listener: SmtpListener | None = None
 
     def start(self) -> None:
         self._single_instance_on_sqlite()
+        self.committer.start()
+        if self.app.settings.smtp.listen:
+            self.listener = SmtpListener(self.app.settings, self.committer, self.wake)
+            try:
+                self.listener.start()
+            except ConfigError:
+                self.committer.stop()
+                self._release_lock()
+                raise
         for job_id, function in ((INBOX_JOB, self.drain_inbox), (OUTBOX_JOB, self.flush_outbox)):
             self._scheduler.add_job(
                 function, "interval", seconds=self._intervals[job_id], id=job_id,
@@ -45,7 +58,9 @@ class Service:
         log.info("mailticket serving (%s)", self.app.settings.source)
 
     def wake(self, job_id: str = INBOX_JOB) -> None:
-        """Run a job now rather than at its next tick."""
+        """Run a job now rather than at its next tick (safe from any thread)."""
+        if not self._scheduler.running:
+            return
         job = self._scheduler.get_job(job_id)
         if job is not None:
             job.modify(next_run_time=dt.datetime.now(dt.UTC))
@@ -65,15 +80,22 @@ class Service:
         except TemporaryError as exc:
             log.warning("outbox: %s; will retry", exc)
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Stop ticking; let running jobs finish."""
+    def stop(self, grace: float = 30.0) -> None:
+        """Stop accepting mail, answer what is in flight, let running jobs finish."""
+        if self.listener is not None:
+            self.listener.stop(grace)
+            self.listener = None
+        self.committer.stop()
         if self._scheduler.running:
             self._scheduler.shutdown(wait=True)
+        self._release_lock()
+        self.stopped.set()
+        log.info("mailticket stopped")
+
+    def _release_lock(self) -> None:
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None
-        self.stopped.set()
-        log.info("mailticket stopped")
 
     def _single_instance_on_sqlite(self) -> None:
         if not self.app.db.is_sqlite:
