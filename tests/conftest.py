@@ -169,5 +169,5 @@ def mail(
     for name, value in (headers or {}).items():
         lines.append(f"{name}: {value}")
     lines += ["MIME-Version: 1.0", "Content-Type: text/plain; charset=utf-8",
-              "Content-Transfer-Encoding: 8bit", "", body]
+              "Content-Transfer-Encoding: 8bit", "", body.replace("\r\n", "\n").replace("\n", "\r\n")]
     return "\r\n".join(lines).encode("utf-8")

@@ -1,0 +1,305 @@
+"""The SMTP/LMTP listener, live on a free loopback port, driven by smtplib and raw sockets."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import shutil
+import smtplib
+import socket
+import sqlite3
+import ssl
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, func, select, text
+
+from mailticket.app import App
+from mailticket.domain import Envelope
+from mailticket.ingest.committer import GroupCommitter
+from mailticket.ingest.inbox import Accepted
+from mailticket.settings import Listener, Settings
+from mailticket.sources.smtp import SmtpListener
+from mailticket.store.db import Database
+from mailticket.store.models import RawMessage, Ticket
+from tests.conftest import POSTGRES_URL, mail, skip_or_fail
+
+SUPPORT = "support@example.com"
+
+
+class Running:
+    def __init__(self, app: App, listener: SmtpListener, committer: GroupCommitter) -> None:
+        self.app = app
+        self.listener = listener
+        self.committer = committer
+        self.port = listener.bound_port()
+
+    def client(self, lmtp: bool = False) -> smtplib.SMTP:
+        cls = smtplib.LMTP if lmtp else smtplib.SMTP
+        return cls("127.0.0.1", self.port, timeout=30)
+
+    def count(self, model: type) -> int:
+        with self.app.db.transaction() as s:
+            return int(s.execute(select(func.count()).select_from(model)).scalar_one())
+
+
+@pytest.fixture
+def serve_smtp(settings: Settings, make_app: Callable[..., App]) -> Iterator[Callable[..., Running]]:
+    started: list[Running] = []
+
+    def start(app: App | None = None, committer: GroupCommitter | None = None, lmtp: bool = False,
+              **smtp: Any) -> Running:
+        listen = (Listener("127.0.0.1", 0, lmtp),)
+        custom = dataclasses.replace(settings, smtp=dataclasses.replace(settings.smtp, listen=listen, **smtp))
+        app = app or make_app(custom)
+        committer = committer or GroupCommitter(app.inbox)
+        committer.start()
+        listener = SmtpListener(custom, committer, lambda: None)
+        listener.start()
+        running = Running(app, listener, committer)
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.listener.stop(grace=5)
+        running.committer.stop()
+
+
+def raw_session(port: int, chunks: list[bytes], read_after_each: bool = True) -> list[str]:
+    """Talk SMTP over a plain socket (smtplib would repair the line endings we want to test)."""
+    replies = []
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        stream = sock.makefile("rb")
+        replies.append(stream.readline().decode())
+        for chunk in chunks:
+            sock.sendall(chunk)
+            if read_after_each:
+                line = stream.readline().decode()
+                while line[3:4] == "-":
+                    line = stream.readline().decode()
+                replies.append(line)
+    return replies
+
+
+def test_250_makes_a_ticket(serve_smtp: Callable[..., Running]) -> None:
+    srv = serve_smtp()
+    with srv.client() as client:
+        code, message = client.ehlo()
+        assert code == 250 and b"SIZE" in message and b"AUTH" not in message
+        refused = client.sendmail("alice@customer.example", [SUPPORT], mail())
+        assert refused == {}
+    [outcome] = srv.app.pipeline.drain()
+    assert outcome.decision == "new_ticket"
+    with srv.app.db.transaction() as s:
+        raw = s.get_one(RawMessage, outcome.raw_id)
+        assert (raw.source, raw.mail_from, raw.recipients) == ("smtp", "alice@customer.example", [SUPPORT])
+        assert raw.peer == "127.0.0.1"
+
+
+def test_foreign_recipient_gets_550_and_no_relay(serve_smtp: Callable[..., Running]) -> None:
+    srv = serve_smtp()
+    with srv.client() as client:
+        client.ehlo()
+        client.mail("alice@customer.example")
+        code, message = client.rcpt("someone@elsewhere.example")
+        assert code == 550 and message.startswith(b"5.1.1")
+        code, _ = client.rcpt("SUPPORT+billing@Example.com")
+        assert code == 250
+        assert client.data(mail())[0] == 250
+    assert srv.count(RawMessage) == 1
+    with srv.app.db.transaction() as s:
+        assert s.execute(select(RawMessage.recipients)).scalar_one() == ["SUPPORT+billing@Example.com"]
+
+
+def test_several_support_recipients_make_one_ticket(serve_smtp: Callable[..., Running]) -> None:
+    srv = serve_smtp()
+    raw = mail(message_id="multi@customer.example")
+    with srv.client() as client:
+        assert client.sendmail("a@customer.example", [SUPPORT, "help@example.com"], raw) == {}
+        # The same message again in a second transaction (as an MTA retry would): still one.
+        assert client.sendmail("a@customer.example", ["help@example.com"], raw) == {}
+    srv.app.pipeline.drain()
+    assert srv.count(RawMessage) == 1 and srv.count(Ticket) == 1
+
+
+def test_oversize_gets_552_and_is_not_stored(serve_smtp: Callable[..., Running]) -> None:
+    srv = serve_smtp(max_message_size=10_000)
+    with srv.client() as client:
+        client.ehlo()
+        assert b"SIZE 10000" in client.ehlo_resp  # type: ignore[operator]
+        client.mail("a@customer.example")
+        client.rcpt(SUPPORT)
+        code, message = client.data(mail(body=("x" * 70 + "\n") * 300))
+        assert code == 552 and message.startswith(b"5.3.4")
+        # A declared SIZE over the limit is refused at MAIL FROM.
+        client.rset()
+        code, _ = client.mail("a@customer.example", ["SIZE=50000"])
+        assert code == 552
+    assert srv.count(RawMessage) == 0
+
+
+@contextlib.contextmanager
+def database_locked(db: Database) -> Iterator[None]:
+    """Another connection holds the write lock (SQLite) or the table lock (PostgreSQL)."""
+    url = db.engine.url
+    if url.get_backend_name() == "sqlite":
+        conn = sqlite3.connect(str(url.database), isolation_level=None)
+        conn.execute("BEGIN EXCLUSIVE")
+        try:
+            yield
+        finally:
+            conn.execute("ROLLBACK")
+            conn.close()
+        return
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        trans = conn.begin()
+        conn.execute(text("LOCK TABLE raw_messages IN ACCESS EXCLUSIVE MODE"))
+        try:
+            yield
+        finally:
+            trans.rollback()
+    engine.dispose()
+
+
+def test_locked_database_gives_451_then_retry_gives_one_ticket(
+    serve_smtp: Callable[..., Running], settings: Settings, database_url: str
+) -> None:
+    url = database_url
+    if POSTGRES_URL:
+        url = url.replace("options=-csearch_path%3D", "options=-clock_timeout%3D300%20-csearch_path%3D")
+    app = App(settings, database=Database.from_url(url, busy_timeout_ms=300))
+    app.prepare(upgrade=True)
+    srv = serve_smtp(app=app)
+    raw = mail(message_id="locked@customer.example")
+    try:
+        with database_locked(app.db), srv.client() as client:
+            with pytest.raises(smtplib.SMTPDataError) as info:
+                client.sendmail("a@customer.example", [SUPPORT], raw)
+            assert info.value.smtp_code == 451 and info.value.smtp_error.startswith(b"4.3.0")
+        with srv.client() as client:
+            assert client.sendmail("a@customer.example", [SUPPORT], raw) == {}
+        app.pipeline.drain()
+        assert srv.count(RawMessage) == 1 and srv.count(Ticket) == 1
+    finally:
+        srv.listener.stop(grace=5)
+        app.close()
+
+
+class ExplodingInbox:
+    def accept_many(self, items: object) -> list[Accepted]:
+        raise RuntimeError("injected intake failure")
+
+
+def test_unexpected_exception_gives_451_never_5xx(serve_smtp: Callable[..., Running], app: App) -> None:
+    srv = serve_smtp(app=app, committer=GroupCommitter(ExplodingInbox()))  # type: ignore[arg-type]
+    with srv.client() as client, pytest.raises(smtplib.SMTPDataError) as info:
+        client.sendmail("a@customer.example", [SUPPORT], mail())
+    assert info.value.smtp_code == 451
+
+
+SMUGGLING = [
+    b"Subject: one\r\n\r\nbody\n.\r\nMAIL FROM:<evil@x.example>\r\nRCPT TO:<support@example.com>\r\nDATA\r\n"
+    b"Subject: smuggled\r\n\r\nx\r\n.\r\n",
+    b"Subject: one\r\n\r\nbody\r\n.\nMAIL FROM:<evil@x.example>\r\n",
+    b"Subject: one\r\n\r\nbody\n.\nMAIL FROM:<evil@x.example>\r\n",
+    b"Subject: one\r\n\r\nbody\r.\rMAIL FROM:<evil@x.example>\r\n",
+    b"Subject: a\nBcc: victim@x.example\r\n\r\nbody\r\n",
+]
+
+
+@pytest.mark.parametrize("payload", SMUGGLING)
+def test_smuggling_never_makes_two_messages_or_headers(serve_smtp: Callable[..., Running], payload: bytes) -> None:
+    srv = serve_smtp()
+    replies = raw_session(srv.port, [
+        b"EHLO client.example\r\n", b"MAIL FROM:<a@customer.example>\r\n", b"RCPT TO:<support@example.com>\r\n",
+        b"DATA\r\n", payload + b".\r\n",
+    ])
+    assert replies[-1].startswith("550 5.5.2"), replies
+    assert srv.count(RawMessage) == 0
+
+
+def test_starttls_command_injection_is_ignored(serve_smtp: Callable[..., Running], tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=localhost", "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    srv = serve_smtp(tls_cert=cert, tls_key=key)
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
+        stream = sock.makefile("rb")
+        stream.readline()
+        sock.sendall(b"EHLO client.example\r\n")
+        ehlo = []
+        while True:
+            line = stream.readline()
+            ehlo.append(line)
+            if line[3:4] == b" ":
+                break
+        assert any(b"STARTTLS" in line for line in ehlo) and not any(b"AUTH" in line for line in ehlo)
+        sock.sendall(b"STARTTLS\r\nMAIL FROM:<injected@evil.example>\r\n")  # one write
+        assert stream.readline().startswith(b"220")
+        with context.wrap_socket(sock, server_hostname="localhost") as tls:
+            tls_stream = tls.makefile("rb")
+            tls.sendall(b"EHLO client.example\r\n")
+            while tls_stream.readline()[3:4] != b" ":
+                pass
+            tls.sendall(b"RCPT TO:<support@example.com>\r\n")
+            # The injected MAIL FROM was discarded: RCPT without MAIL is out of sequence.
+            assert tls_stream.readline().startswith(b"503")
+
+
+def test_auth_is_not_offered(serve_smtp: Callable[..., Running]) -> None:
+    srv = serve_smtp()
+    replies = raw_session(srv.port, [b"EHLO c.example\r\n", b"AUTH PLAIN AGZvbwBiYXI=\r\n"])
+    assert replies[-1].startswith("502")
+
+
+def test_lmtp_answers_once_per_recipient(serve_smtp: Callable[..., Running]) -> None:
+    srv = serve_smtp(lmtp=True)
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
+        stream = sock.makefile("rb")
+        assert stream.readline().startswith(b"220")
+        sock.sendall(b"LHLO client.example\r\n")
+        while stream.readline()[3:4] != b" ":
+            pass
+        for line in (b"MAIL FROM:<a@customer.example>\r\n", b"RCPT TO:<support@example.com>\r\n",
+                     b"RCPT TO:<help@example.com>\r\n", b"DATA\r\n"):
+            sock.sendall(line)
+            assert stream.readline()[:1] in (b"2", b"3")
+        sock.sendall(mail() + b"\r\n.\r\n")
+        replies = [stream.readline(), stream.readline()]
+    assert all(r.startswith(b"250 2.0.0") for r in replies), replies
+    assert srv.count(RawMessage) == 1
+
+
+def test_connection_limit_per_ip_gives_421(serve_smtp: Callable[..., Running]) -> None:
+    srv = serve_smtp(max_connections_per_ip=2)
+    first, second = srv.client(), srv.client()
+    try:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as sock:
+            assert sock.makefile("rb").readline().startswith(b"421")
+    finally:
+        first.quit()
+        second.quit()
+    with srv.client() as again:  # freed slots are usable again
+        assert again.noop()[0] == 250
+
+
+def test_postfix_smtp_source_2000_messages_20_sessions(serve_smtp: Callable[..., Running]) -> None:
+    binary = shutil.which("smtp-source") or ("/usr/sbin/smtp-source" if Path("/usr/sbin/smtp-source").exists() else None)
+    if binary is None:
+        skip_or_fail("Postfix's smtp-source is not installed (Debian package postfix)")
+    srv = serve_smtp()
+    result = subprocess.run([binary, "-s", "20", "-m", "2000", "-f", "load@customer.example",
+                             "-t", SUPPORT, f"127.0.0.1:{srv.port}"], capture_output=True, timeout=600)
+    assert result.returncode == 0, result.stderr.decode()
+    assert srv.count(RawMessage) == 2000
+    outcomes = srv.app.pipeline.drain()
+    assert len(outcomes) == 2000
+    assert srv.count(Ticket) == 2000
