@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import shutil
 import smtplib
 import socket
@@ -18,7 +19,6 @@ import pytest
 from sqlalchemy import create_engine, func, select, text
 
 from mailticket.app import App
-from mailticket.domain import Envelope
 from mailticket.ingest.committer import GroupCommitter
 from mailticket.ingest.inbox import Accepted
 from mailticket.settings import Listener, Settings
@@ -292,7 +292,7 @@ def test_connection_limit_per_ip_gives_421(serve_smtp: Callable[..., Running]) -
 
 
 def test_postfix_smtp_source_2000_messages_20_sessions(serve_smtp: Callable[..., Running]) -> None:
-    binary = shutil.which("smtp-source") or ("/usr/sbin/smtp-source" if Path("/usr/sbin/smtp-source").exists() else None)
+    binary = shutil.which("smtp-source", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
     if binary is None:
         skip_or_fail("Postfix's smtp-source is not installed (Debian package postfix)")
     srv = serve_smtp()
