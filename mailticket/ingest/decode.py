@@ -61,7 +61,10 @@ def codec_for(label: str | None) -> str | None:
 
 
 def decode_bytes(data: bytes, label: str | None = None) -> str:
-    """Bytes to text: declared charset, then UTF-8, cp1252, latin-1 (never fails)."""
+    """Bytes to text: declared charset, then UTF-8, cp1252, latin-1 (never fails).
+
+    NUL characters are dropped: they mean nothing in text and PostgreSQL refuses them.
+    """
     codec = codec_for(label)
     candidates: list[str] = []
     if codec:
@@ -70,10 +73,10 @@ def decode_bytes(data: bytes, label: str | None = None) -> str:
     candidates.extend(_FALLBACKS)
     for candidate in candidates:
         try:
-            return data.decode(candidate)
+            return data.decode(candidate).replace("\x00", "")
         except (UnicodeDecodeError, LookupError):
             continue
-    return data.decode("latin-1")  # pragma: no cover - latin-1 decodes everything
+    return data.decode("latin-1").replace("\x00", "")  # pragma: no cover - latin-1 decodes everything
 
 
 def unsurrogate(value: str) -> str:

@@ -275,7 +275,7 @@ def _leaf(part: email.message.Message, ctype: str, walk: _Walk) -> None:
         if ctype == "text/plain":
             walk.named_text.append(text)
     content_id = clean_line(unsurrogate(_raw_header(part, "content-id") or "")).strip("<>")
-    _add_attachment(walk, filename, ctype, data, disposition == "inline", content_id)
+    _add_attachment(walk, filename, ctype, data, disposition == "inline", content_id, _description(part))
 
 
 def _attach_container(part: email.message.Message, ctype: str, walk: _Walk) -> None:
@@ -285,21 +285,28 @@ def _attach_container(part: email.message.Message, ctype: str, walk: _Walk) -> N
     inners = [p for p in payload if isinstance(p, email.message.Message)] if isinstance(payload, list) else []
     for inner in inners:
         try:
-            chunks.append(inner.as_bytes(policy=email_policy.compat32))
+            # max_line_length=0: keep the headers' own folding, do not re-fold them.
+            chunks.append(inner.as_bytes(policy=email_policy.compat32.clone(max_line_length=0)))
         except Exception:
             try:
                 chunks.append(inner.as_string().encode("utf-8", "surrogateescape"))
             except Exception as exc:
                 walk.defects.append(f"{ctype} part could not be serialized ({type(exc).__name__})")
-    data = b"\n".join(chunks)
+    data = b"".join(chunks)  # each block already ends with its blank line
     filename = _filename(part)
     if not filename and ctype == "message/rfc822" and inners:
         subject = clean_line(decode_header_value(str(_raw_header(inners[0], "subject") or "")))
         filename = f"{subject[:80] or 'message'}.eml"
-    _add_attachment(walk, filename, ctype, data, False, "")
+    _add_attachment(walk, filename, ctype, data, False, "", _description(part))
 
 
-def _add_attachment(walk: _Walk, filename: str, ctype: str, data: bytes, inline: bool, content_id: str) -> None:
+def _description(part: email.message.Message) -> str:
+    """Content-Description ("Delivery report"): names a part that has no file name."""
+    return clean_line(decode_header_value(unsurrogate(_raw_header(part, "content-description") or "")))
+
+
+def _add_attachment(walk: _Walk, filename: str, ctype: str, data: bytes, inline: bool, content_id: str,
+                    description: str = "") -> None:
     index = len(walk.attachments) + 1
     if ctype == "message/rfc822":
         extension = ".eml"
@@ -308,6 +315,8 @@ def _add_attachment(walk: _Walk, filename: str, ctype: str, data: bytes, inline:
     else:
         extension = mimetypes.guess_extension(ctype) or ".bin"
     fallback = f"attachment-{index}{extension}"
+    if description:
+        fallback = safe_filename(f"{description[:80]}{extension}", fallback)
     walk.attachments.append(
         Attachment(
             filename=safe_filename(filename, fallback),

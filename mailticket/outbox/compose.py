@@ -39,6 +39,8 @@ def header_address(address: Address) -> HeaderAddress:
     local, _, domain = address.email.partition("@")
     if not local or not domain or any(ch in address.email for ch in " \t\r\n<>,;\"()"):
         raise ValueError(f"not a deliverable address: {address.email!r}")
+    if not address.email.isascii():  # would need SMTPUTF8; RFC 2047 cannot encode an addr-spec
+        raise ValueError(f"not deliverable without SMTPUTF8: {address.email!r}")
     return HeaderAddress(display_name=clean_line(address.name)[:200], username=local, domain=domain)
 
 

@@ -31,6 +31,10 @@ UNCERTAIN_REASON = (
     "delivery was interrupted after the mail was handed to the transport; it is not re-sent "
     "automatically to avoid a duplicate. Check the server's log, then `mailticket outbox retry {id}`"
 )
+UNEXPECTED_REASON = (
+    "unexpected error from the transport: {error}; whether the server took the mail is unknown, so it is "
+    "not re-sent automatically. Check the server's log, then `mailticket outbox retry {id}`"
+)
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,11 @@ class Sender:
                 sent += outcome == "sent"
                 retried += outcome == "retry"
                 failed += outcome == "failed"
+                if outcome == "uncertain":
+                    uncertain += 1
+                    # After an unexpected error the connection's state is unknown: start afresh.
+                    transport.close()
+                    transport = self._transport_factory()
         finally:
             transport.close()
         return FlushResult(sent, retried, failed, uncertain)
@@ -103,6 +112,10 @@ class Sender:
             self._finish(row_id, OutboxState.QUEUED, str(exc), retry_in=delay)
             log.info("outbox #%d to %s: %s; retry in %.0fs", row_id, to_addr, exc, delay.total_seconds())
             return "retry"
+        except Exception as exc:  # a bug, not an answer: must not strand the rest of the claimed batch
+            self._finish(row_id, OutboxState.UNCERTAIN, UNEXPECTED_REASON.format(error=repr(exc), id=row_id))
+            log.exception("outbox #%d to %s: unexpected error from the transport", row_id, to_addr)
+            return "uncertain"
         self._finish(row_id, OutboxState.SENT, None)
         log.info("outbox #%d sent to %s", row_id, to_addr)
         return "sent"
