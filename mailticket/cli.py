@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -26,9 +28,10 @@ MAX_PIPE_BYTES = 64 * 1024 * 1024
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    import os
-
-    return load(locate_config(args.config, os.environ, Path.cwd()))
+    settings = load(locate_config(args.config, os.environ, Path.cwd()))
+    if not args.verbose:
+        logging.getLogger().setLevel(settings.log_level.upper())
+    return settings
 
 
 def _app(args: argparse.Namespace, upgrade: bool | None = None) -> App:
@@ -148,6 +151,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1` prints every thread's stack to the log
     service.start()
     try:
         while not service.stopped.wait(1.0):

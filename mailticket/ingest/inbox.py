@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -70,38 +70,41 @@ class Inbox:
 
     def _store(self, session: Session, prepared: Sequence[_Prepared]) -> list[Accepted]:
         keys = sorted({p.key for p in prepared})
-        rows = session.execute(
+        found = session.execute(
             select(RawMessage.dedupe_key, RawMessage.id).where(RawMessage.dedupe_key.in_(keys))
         ).tuples().all()
-        existing = dict(rows)
+        existing = dict(found)
         now = self._clock.now()
-        fresh: dict[str, RawMessage] = {}
+        rows: dict[str, dict[str, object]] = {}
         for p in prepared:
-            if p.key in existing or p.key in fresh:
+            if p.key in existing or p.key in rows:
                 continue
-            row = RawMessage(
-                dedupe_key=p.key,
-                message_id=p.message_id,
-                sha256=p.sha256,
-                size=len(p.raw),
-                raw=p.raw,
-                source=p.envelope.source,
-                mail_from=p.envelope.mail_from,
-                recipients=list(p.envelope.recipients),
-                peer=p.envelope.peer,
-                state=RawState.NEW,
-                attempts=0,
-                received_at=now,
-            )
-            session.add(row)
-            fresh[p.key] = row
-        session.flush()
+            rows[p.key] = {
+                "dedupe_key": p.key,
+                "message_id": p.message_id,
+                "sha256": p.sha256,
+                "size": len(p.raw),
+                "raw": p.raw,
+                "source": p.envelope.source,
+                "mail_from": p.envelope.mail_from,
+                "recipients": list(p.envelope.recipients),
+                "peer": p.envelope.peer,
+                "state": RawState.NEW,
+                "attempts": 0,
+                "received_at": now,
+            }
+        fresh: dict[str, int] = {}
+        if rows:
+            inserted = session.execute(
+                insert(RawMessage).returning(RawMessage.dedupe_key, RawMessage.id), list(rows.values())
+            ).tuples().all()
+            fresh = dict(inserted)
         results = []
         claimed: set[str] = set()
         for p in prepared:
             if p.key in existing:
                 results.append(Accepted(existing[p.key], True, p.message_id))
             else:
-                results.append(Accepted(fresh[p.key].id, p.key in claimed, p.message_id))
+                results.append(Accepted(fresh[p.key], p.key in claimed, p.message_id))
                 claimed.add(p.key)
         return results

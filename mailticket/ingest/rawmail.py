@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import email.parser
 import hashlib
 import re
-from email import policy as email_policy
 
 from mailticket.ingest.decode import first_message_id
 
@@ -26,17 +24,20 @@ def split_head(raw: bytes) -> tuple[bytes, bytes]:
     return raw[: match.start()], raw[match.end():]
 
 
+_MESSAGE_ID_HEADER = re.compile(rb"^message-id[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.I | re.M)
+
+
 def header_message_id(raw: bytes) -> str:
-    """The Message-ID (without brackets), or "" when the message has none."""
+    """The Message-ID (without brackets), or "" when the message has none.
+
+    A scan of the header block, not a parse: intake runs this for every message
+    before the commit, so it must be cheap and must not fail.
+    """
     head, _ = split_head(strip_leading_blank_lines(raw))
-    try:
-        headers = email.parser.BytesHeaderParser(policy=email_policy.compat32).parsebytes(head)
-    except Exception:
+    match = _MESSAGE_ID_HEADER.search(head)
+    if match is None:
         return ""
-    for name, value in headers.raw_items():
-        if str(name).lower() == "message-id":
-            return first_message_id(str(value))
-    return ""
+    return first_message_id(match.group(1).decode("ascii", "surrogateescape"))
 
 
 def sha256_hex(raw: bytes) -> str:
