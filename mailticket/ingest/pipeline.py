@@ -209,11 +209,9 @@ class Pipeline:
             created_at=now,
         )
         session.add(message)
-        session.flush()
         for attachment in mail.attachments:
             sha = repo.store_blob(session, attachment.content)
-            session.add(AttachmentRow(
-                message_row_id=message.id,
+            message.attachments.append(AttachmentRow(
                 filename=attachment.filename,
                 original_filename=attachment.original_filename[:1000],
                 content_type=attachment.content_type[:255],
@@ -234,7 +232,7 @@ class Pipeline:
             if address.email in support or self._settings.mailbox_for(address.email) is not None:
                 continue
             wanted.append((address, "agent" if self._settings.is_agent(address.email) else "cc"))
-        existing = set(session.execute(
+        existing: set[str] = set() if created else set(session.execute(
             select(Participant.email).where(Participant.ticket_number == ticket.number)
         ).scalars())
         for address, role in wanted:

@@ -131,6 +131,5 @@ class Rules:
             repo.add_event(session, now, "suppressed", f"{action.kind}: {exc}",
                            ticket_number=ticket.number, message_id=message.message_id)
             return
-        session.flush()
-        repo.add_event(session, now, "queued", f"{action.kind} to {sender.email} as outbox #{row.id}: {action.reason}",
-                       ticket_number=ticket.number, message_id=message.message_id)
+        detail = f"{action.kind} to {sender.email} as <{row.message_id}>: {action.reason}"
+        repo.add_event(session, now, "queued", detail, ticket_number=ticket.number, message_id=message.message_id)
