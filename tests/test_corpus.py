@@ -127,7 +127,7 @@ def acked_message_ids(app: App) -> Counter[int]:
     """
     counts: Counter[int] = Counter()
     with app.db.transaction() as session:
-        rows = session.execute(select(OutboxRow.ticket_number, OutboxRow.kind)).tuples().all()
+        rows = session.execute(select(OutboxRow.ticket_number, OutboxRow.kind)).all()
         for ticket_number, kind in rows:
             assert kind == "ack_new", f"unexpected outbox kind {kind!r} for ticket #{ticket_number}"
             assert ticket_number is not None
@@ -375,10 +375,10 @@ def test_every_corpus_message_is_ingested_or_quarantined_with_a_reason(app: App,
     with app.db.transaction() as session:
         states = dict(session.execute(
             select(RawMessage.state, func.count()).group_by(RawMessage.state)
-        ).tuples().all())
+        ).all())
         quarantined_rows = session.execute(
             select(RawMessage.id, RawMessage.error).where(RawMessage.state == RawState.QUARANTINED)
-        ).tuples().all()
+        ).all()
         done_without_ticket = session.execute(
             select(func.count()).select_from(RawMessage)
             .where(RawMessage.state == RawState.DONE, RawMessage.ticket_number.is_(None))
@@ -386,7 +386,7 @@ def test_every_corpus_message_is_ingested_or_quarantined_with_a_reason(app: App,
         message_rows = session.execute(
             select(func.count()).select_from(Message).where(Message.direction == Direction.IN)
         ).scalar_one()
-        originals = dict(session.execute(select(RawMessage.id, RawMessage.message_id)).tuples().all())
+        originals = dict(session.execute(select(RawMessage.id, RawMessage.message_id)).all())
     assert states.get(RawState.NEW, 0) == 0, states
     assert states.get(RawState.DONE, 0) + states.get(RawState.QUARANTINED, 0) == len(stored), states
     assert done_without_ticket == 0
@@ -396,7 +396,7 @@ def test_every_corpus_message_is_ingested_or_quarantined_with_a_reason(app: App,
     with app.db.transaction() as session:
         for columns in session.execute(select(
                 Message.raw_id, Message.subject, Message.from_name, Message.text, Message.visible_text, Message.html,
-        ).where(Message.direction == Direction.IN)).tuples():
+        ).where(Message.direction == Direction.IN)):
             assert not any("\x00" in value for value in columns[1:]), f"NUL in {result.path_of()[columns[0]]}"
 
     decisions = Counter(o.decision for o in result.outcomes.values())

@@ -131,7 +131,7 @@ def test_machine_mail_gets_no_acknowledgement(app: App) -> None:
     ingest(app, mail(subject="human", headers={"Auto-Submitted": "no"}))
     with app.db.transaction() as s:
         rows = s.execute(select(Message.subject, Message.verdict, Message.verdict_reason)
-                         .where(Message.direction == "in")).tuples().all()
+                         .where(Message.direction == "in")).all()
         acks = s.execute(select(OutboxRow.subject)).scalars().all()
     by_subject = {subject: (verdict, reason) for subject, verdict, reason in rows}
     for header, (value, verdict) in cases.items():

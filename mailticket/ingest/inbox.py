@@ -72,7 +72,7 @@ class Inbox:
         keys = sorted({p.key for p in prepared})
         found = session.execute(
             select(RawMessage.dedupe_key, RawMessage.id).where(RawMessage.dedupe_key.in_(keys))
-        ).tuples().all()
+        ).all()
         existing = dict(found)
         now = self._clock.now()
         rows: dict[str, dict[str, object]] = {}
@@ -97,7 +97,7 @@ class Inbox:
         if rows:
             inserted = session.execute(
                 insert(RawMessage).returning(RawMessage.dedupe_key, RawMessage.id), list(rows.values())
-            ).tuples().all()
+            ).all()
             fresh = dict(inserted)
         results = []
         claimed: set[str] = set()

@@ -68,7 +68,7 @@ def find_thread(
     if ids:
         rows = session.execute(
             select(Message.message_id, Message.ticket_number).where(Message.message_id.in_(ids[:200]))
-        ).tuples().all()
+        ).all()
         found = dict(rows)
         for candidate in ids:
             if candidate in found:

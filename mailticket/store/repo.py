@@ -21,7 +21,7 @@ def new_raw_ids(session: Session, limit: int, max_bytes: int) -> list[int]:
         .where(RawMessage.state == RawState.NEW)
         .order_by(RawMessage.id)
         .limit(limit)
-    ).tuples().all()
+    ).all()
     ids: list[int] = []
     total = 0
     for raw_id, size in rows:
@@ -93,5 +93,5 @@ def stale_sending(session: Session, now: dt.datetime) -> Sequence[OutboxRow]:
 
 
 def count_by_state(session: Session) -> dict[str, int]:
-    rows = session.execute(select(RawMessage.state, func.count()).group_by(RawMessage.state)).tuples().all()
+    rows = session.execute(select(RawMessage.state, func.count()).group_by(RawMessage.state)).all()
     return {state: count for state, count in rows}
