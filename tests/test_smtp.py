@@ -303,3 +303,26 @@ def test_postfix_smtp_source_2000_messages_20_sessions(serve_smtp: Callable[...,
     outcomes = srv.app.pipeline.drain()
     assert len(outcomes) == 2000
     assert srv.count(Ticket) == 2000
+
+
+def test_ipv6_listener(settings: Settings, make_app: Callable[..., App]) -> None:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("this machine has no IPv6 loopback (::1)")
+    listen = (Listener("::1", 0, False),)
+    custom = dataclasses.replace(settings, smtp=dataclasses.replace(settings.smtp, listen=listen))
+    app = make_app(custom)
+    committer = GroupCommitter(app.inbox)
+    committer.start()
+    listener = SmtpListener(custom, committer, lambda: None)
+    listener.start()
+    try:
+        with smtplib.SMTP("::1", listener.bound_port(), timeout=30) as client:
+            assert client.sendmail("a@customer.example", [SUPPORT], mail()) == {}
+        with app.db.transaction() as s:
+            assert s.execute(select(RawMessage.peer)).scalar_one() == "::1"
+    finally:
+        listener.stop(grace=5)
+        committer.stop()
