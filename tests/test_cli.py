@@ -151,6 +151,8 @@ def test_import_files_maildir_and_mbox(write_config: Callable[..., Path], tmp_pa
                        "quarantined": 0, "unreadable": []}
     again = as_json(run(config, "import", str(source), "--json"))
     assert isinstance(again, dict) and again["duplicates"] == 5 and again["tickets_created"] == 0
+    # Moving a mailbox in must not write to every customer in its history.
+    assert as_json(run(config, "outbox", "list", "--json")) == []
 
 
 def test_serve_processes_inbox_sends_outbox_and_stops_on_sigterm(

@@ -151,7 +151,7 @@ class Pipeline:
         repo.add_event(session, now, "new_ticket" if created else "threaded", match.reason,
                        ticket_number=ticket.number, raw_id=row.id, message_id=message_id)
         self._rules.apply(session, ticket=ticket, message=message, mail=mail, sender=sender,
-                          verdict=verdict, created=created, is_agent=is_agent, now=now)
+                          verdict=verdict, created=created, is_agent=is_agent, now=now, source=row.source)
         row.state = RawState.DONE
         row.processed_at = now
         row.ticket_number = ticket.number

@@ -30,6 +30,7 @@ class Facts:
     status: TicketStatus
     acknowledge_new: bool
     sender_is_support: bool
+    imported: bool = False  # came in by `mailticket import`: history, not a new request
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,8 @@ def decide(facts: Facts) -> list[Action]:
         actions.append(Suppress("ack_new", f"{facts.sender} is an agent"))
     elif facts.sender_is_support or not facts.sender:
         actions.append(Suppress("ack_new", f"sender {facts.sender or '(none)'} is not a customer address"))
+    elif facts.imported:
+        actions.append(Suppress("ack_new", "imported by `mailticket import`: old mail is not acknowledged"))
     elif not facts.acknowledge_new:
         actions.append(Suppress("ack_new", "acknowledgements are off (mail.acknowledge_new = false)"))
     else:
@@ -82,7 +85,7 @@ class Rules:
         self._tag = SubjectTag(settings.subject_tag_prefix)
 
     def apply(self, session: Session, *, ticket: Ticket, message: Message, mail: ParsedMail, sender: Address,
-              verdict: Verdict, created: bool, is_agent: bool, now: dt.datetime) -> list[Action]:
+              verdict: Verdict, created: bool, is_agent: bool, now: dt.datetime, source: str) -> list[Action]:
         facts = Facts(
             created=created,
             verdict=verdict,
@@ -91,6 +94,7 @@ class Rules:
             status=TicketStatus(ticket.status),
             acknowledge_new=self._settings.acknowledge_new,
             sender_is_support=self._settings.mailbox_for(sender.email) is not None if sender.email else False,
+            imported=source == "import",
         )
         if verdict.is_human:
             ticket.updated_at = now
