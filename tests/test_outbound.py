@@ -624,3 +624,25 @@ def test_maildir_transport_writes_the_acknowledgement(app: App, tmp_path: Path, 
     clock.advance(days=1)
     assert app.sender.flush() == FlushResult()
     assert len(list((tmp_path / "outbox" / "new").iterdir())) == 1
+
+
+def test_a_crash_strands_only_the_mail_being_sent(
+    write_config: Callable[..., Path], make_app: Callable[..., App], sink: Sink, clock: FrozenClock
+) -> None:
+    """Rows are claimed one at a time: the others of the same flush stay queued and go out later."""
+    settings = smtp_settings(write_config, sink.port)
+    dying = make_app(settings_override=settings,
+                     transport_factory=lambda: DieAfterSend(make_transport(settings.outbound)))
+    for _ in range(3):
+        receive(dying)
+    with pytest.raises(ProcessDied):
+        dying.sender.flush()
+    assert [r.state for r in outbox(dying)] == [OutboxState.SENDING, OutboxState.QUEUED, OutboxState.QUEUED]
+    dying.close()
+
+    restarted = make_app(settings_override=settings)
+    assert restarted.sender.flush() == FlushResult(sent=2)
+    clock.advance(days=1)
+    assert restarted.sender.flush() == FlushResult(uncertain=1)
+    assert [r.state for r in outbox(restarted)] == [OutboxState.UNCERTAIN, OutboxState.SENT, OutboxState.SENT]
+    assert len(sink.accepted) == 3  # each mail reached the server exactly once

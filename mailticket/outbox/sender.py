@@ -62,27 +62,28 @@ class Sender:
         self._envelope_from = envelope_from
         self._rng = rng or random.Random()
 
-    def lease(self, rows: int) -> dt.timedelta:
-        """How long a batch of claimed rows may take before they count as interrupted."""
+    @property
+    def lease(self) -> dt.timedelta:
+        """How long one send may take before its row counts as interrupted."""
         timeout = self._settings.smtp.timeout if self._settings.smtp else 30.0
-        return dt.timedelta(seconds=timeout * 3 * (rows + 1) + 60)
+        return dt.timedelta(seconds=timeout * 3 + 60)
 
     def flush(self, limit: int = 20) -> FlushResult:
         uncertain = self._expire_leases()
-        now = self._clock.now()
         with self._db.transaction() as session:
-            rows = list(repo.due_outbox(session, now, limit))
-            for row in rows:
-                row.state = OutboxState.SENDING
-                row.attempts += 1
-                row.next_attempt_at = now + self.lease(len(rows))
-            claimed = [(row.id, row.to_addr, row.content, row.attempts) for row in rows]
-        if not claimed:
+            due = [row.id for row in repo.due_outbox(session, self._clock.now(), limit)]
+        if not due:
             return FlushResult(uncertain=uncertain)
         transport = self._transport_factory()
         sent = retried = failed = 0
         try:
-            for row_id, to_addr, content, attempts in claimed:
+            for row_id in due:
+                # Each row is claimed right before its send: a row is 'sending' only while
+                # it really is with the transport, so a crash strands at most that one.
+                claimed = self._claim(row_id)
+                if claimed is None:
+                    continue  # another instance took it
+                to_addr, content, attempts = claimed
                 outcome = self._send_one(transport, row_id, to_addr, content, attempts)
                 sent += outcome == "sent"
                 retried += outcome == "retry"
@@ -95,6 +96,17 @@ class Sender:
         finally:
             transport.close()
         return FlushResult(sent, retried, failed, uncertain)
+
+    def _claim(self, row_id: int) -> tuple[str, bytes, int] | None:
+        now = self._clock.now()
+        with self._db.transaction() as session:
+            row = repo.claim_outbox(session, row_id, now)
+            if row is None:
+                return None
+            row.state = OutboxState.SENDING
+            row.attempts += 1
+            row.next_attempt_at = now + self.lease
+            return row.to_addr, row.content, row.attempts
 
     def _send_one(self, transport: Transport, row_id: int, to_addr: str, content: bytes, attempts: int) -> str:
         try:

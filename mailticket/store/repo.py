@@ -84,6 +84,15 @@ def due_outbox(session: Session, now: dt.datetime, limit: int) -> Sequence[Outbo
     ).scalars().all()
 
 
+def claim_outbox(session: Session, row_id: int, now: dt.datetime) -> OutboxRow | None:
+    """Lock one outbox row if it is still queued and due; None when another instance has it."""
+    return session.execute(
+        select(OutboxRow)
+        .where(OutboxRow.id == row_id, OutboxRow.state == OutboxState.QUEUED, OutboxRow.next_attempt_at <= now)
+        .with_for_update(skip_locked=True)
+    ).scalars().first()
+
+
 def stale_sending(session: Session, now: dt.datetime) -> Sequence[OutboxRow]:
     return session.execute(
         select(OutboxRow)
