@@ -345,8 +345,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("apscheduler", "alembic", "mail.log"):
+    for noisy in ("alembic", "mail.log"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # "skipped: maximum number of running instances" is how a wake-up meets a running sweep: normal.
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
     try:
         return int(args.func(args))
     except ConfigError as exc:

@@ -29,7 +29,7 @@ OUTBOX_JOB = "flush_outbox"
 
 
 class Service:
-    def __init__(self, app: App, inbox_interval: float = 5.0, outbox_interval: float = 5.0) -> None:
+    def __init__(self, app: App, inbox_interval: float = 2.0, outbox_interval: float = 5.0) -> None:
         self.app = app
         self._scheduler = BackgroundScheduler(timezone=dt.UTC)
         self._intervals = {INBOX_JOB: inbox_interval, OUTBOX_JOB: outbox_interval}
