@@ -6,6 +6,7 @@ and an App wired with a frozen clock.
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -57,6 +58,12 @@ def database_url(tmp_path: Path) -> Iterator[str]:
         admin.dispose()
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -93,6 +100,9 @@ def write_config(tmp_path: Path, database_url: str) -> Callable[..., Path]:
             "",
             "[mail]",
             'message_id_domain = "tickets.example.com"',
+            "",
+            "[smtp]",  # never a fixed port: another test, or a real serve, may hold it
+            f'listen = ["127.0.0.1:{free_port()}"]',
             "",
         ]
         for agent in agents:

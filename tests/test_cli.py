@@ -6,6 +6,7 @@ import json
 import mailbox
 import os
 import signal
+import smtplib
 import subprocess
 import sys
 import time
@@ -161,14 +162,25 @@ def test_serve_processes_inbox_sends_outbox_and_stops_on_sigterm(
     config = write_config()
     app = make_app(load(config))
     app.inbox.accept(mail(message_id="srv@customer.example"), Envelope("pipe"))  # stored, not processed
+    port = load(config).smtp.listen[0].port
     proc = subprocess.Popen([sys.executable, "-m", "mailticket", "-c", str(config), "serve"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        outbox = tmp_path / "outbox" / "new"
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (outbox.is_dir() and any(outbox.iterdir())):
+        while True:  # wait for the listener, then hand it a second message over SMTP
+            try:
+                client = smtplib.SMTP("127.0.0.1", port, timeout=10)
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "serve did not start listening"
+                time.sleep(0.2)
+        with client:
+            assert client.sendmail("bob@customer.example", ["support@example.com"],
+                                   mail(message_id="smtp@customer.example", sender="bob@customer.example")) == {}
+        outbox = tmp_path / "outbox" / "new"
+        while time.monotonic() < deadline and not (outbox.is_dir() and len(list(outbox.iterdir())) >= 2):
             time.sleep(0.2)
-        assert outbox.is_dir() and len(list(outbox.iterdir())) == 1, "serve did not deliver the acknowledgement"
+        assert outbox.is_dir() and len(list(outbox.iterdir())) == 2, "serve did not deliver both acknowledgements"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:
@@ -176,9 +188,9 @@ def test_serve_processes_inbox_sends_outbox_and_stops_on_sigterm(
             proc.kill()
             proc.wait()
     stderr = proc.stderr.read().decode() if proc.stderr else ""
-    assert "srv@customer.example" in stderr and "decision=new_ticket" in stderr
+    assert "srv@customer.example" in stderr and "smtp@customer.example" in stderr
     listed = as_json(run(config, "outbox", "list", "--json"))
-    assert isinstance(listed, list) and [r["state"] for r in listed] == ["sent"]
+    assert isinstance(listed, list) and [r["state"] for r in listed] == ["sent", "sent"]
 
 
 @pytest.mark.parametrize("argv", [["tickets", "show", "999"], ["quarantine", "replay", "999"]])
