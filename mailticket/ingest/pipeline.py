@@ -78,7 +78,7 @@ class Pipeline:
     def process(self, raw_ids: Sequence[int]) -> list[Outcome]:
         """Process these raw messages (those still 'new'); returns what happened to each."""
         with self._db.transaction() as session:
-            loaded = [(row.id, row.raw) for row in repo.raw_rows(session, raw_ids)]
+            loaded = repo.raw_bytes(session, raw_ids)
         parsed = {raw_id: self._safe_parse(raw) for raw_id, raw in loaded}
         del loaded
         outcomes: list[Outcome] = []

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from mailticket.domain import OutboxState, RawState
 from mailticket.store.models import Blob, Event, OutboxRow, RawMessage
@@ -32,10 +32,14 @@ def new_raw_ids(session: Session, limit: int, max_bytes: int) -> list[int]:
     return ids
 
 
-def raw_rows(session: Session, ids: Sequence[int]) -> Sequence[RawMessage]:
-    return session.execute(
-        select(RawMessage).where(RawMessage.id.in_(ids), RawMessage.state == RawState.NEW).order_by(RawMessage.id)
-    ).scalars().all()
+def raw_bytes(session: Session, ids: Sequence[int]) -> list[tuple[int, bytes]]:
+    """(id, raw bytes) of those of ``ids`` still 'new'."""
+    rows = session.execute(
+        select(RawMessage.id, RawMessage.raw)
+        .where(RawMessage.id.in_(ids), RawMessage.state == RawState.NEW)
+        .order_by(RawMessage.id)
+    ).all()
+    return [(raw_id, raw) for raw_id, raw in rows]
 
 
 def claim_new_raw(session: Session, ids: Sequence[int]) -> Sequence[RawMessage]:
@@ -46,6 +50,7 @@ def claim_new_raw(session: Session, ids: Sequence[int]) -> Sequence[RawMessage]:
         select(RawMessage)
         .where(RawMessage.id.in_(ids), RawMessage.state == RawState.NEW)
         .order_by(RawMessage.id)
+        .options(defer(RawMessage.raw))  # the bytes were read (and parsed) before the claim
         .with_for_update(skip_locked=True)
     ).scalars().all()
 
