@@ -11,6 +11,8 @@ import socket
 import sqlite3
 import ssl
 import subprocess
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -328,3 +330,40 @@ def test_ipv6_listener(settings: Settings, make_app: Callable[..., App]) -> None
     finally:
         listener.stop(grace=5)
         committer.stop()
+
+
+class SlowInbox:
+    """The real inbox, with a commit that takes a while (to stop the listener during it)."""
+
+    def __init__(self, inner: Any, started: threading.Event) -> None:
+        self.inner = inner
+        self.started = started
+
+    def accept_many(self, items: Any) -> list[Accepted]:
+        self.started.set()
+        time.sleep(1.0)
+        result: list[Accepted] = self.inner.accept_many(items)
+        return result
+
+
+def test_stop_answers_the_message_in_flight_then_refuses(serve_smtp: Callable[..., Running], app: App) -> None:
+    started = threading.Event()
+    srv = serve_smtp(app=app, committer=GroupCommitter(SlowInbox(app.inbox, started)))  # type: ignore[arg-type]
+    answers: list[object] = []
+
+    def send() -> None:
+        try:
+            with srv.client() as client:
+                answers.append(client.sendmail("a@customer.example", [SUPPORT], mail()))
+        except Exception as exc:  # recorded, asserted below
+            answers.append(exc)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    assert started.wait(10), "the message never reached the inbox"
+    srv.listener.stop(grace=10)  # what SIGTERM does
+    sender.join(10)
+    assert answers == [{}], answers  # the client got its 250
+    assert srv.count(RawMessage) == 1
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", srv.port), timeout=2).close()
