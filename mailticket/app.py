@@ -15,7 +15,9 @@ from mailticket.outbox.render import Renderer
 from mailticket.outbox.sender import Sender
 from mailticket.outbox.transport import Transport, make_transport
 from mailticket.rules import Rules
-from mailticket.settings import Settings
+from mailticket.settings import MailboxSettings, Settings
+from mailticket.sources.imap import ImapPoller
+from mailticket.sources.status import StatusBoard
 from mailticket.store.db import Database
 
 log = logging.getLogger("mailticket")
@@ -48,6 +50,14 @@ class App:
             self.clock,
             envelope_from,
         )
+        self.status = StatusBoard(self.db, self.clock)
+
+    @property
+    def imap_mailboxes(self) -> list[MailboxSettings]:
+        return [m for m in self.settings.mailboxes if m.imap is not None]
+
+    def imap_poller(self, mailbox: MailboxSettings, on_processed: Callable[[], None] | None = None) -> ImapPoller:
+        return ImapPoller(mailbox, self.inbox, self.pipeline, self.db, self.clock, on_processed=on_processed)
 
     def prepare(self, upgrade: bool | None = None) -> None:
         """Check templates and schema; upgrade the schema when allowed (embedded default)."""

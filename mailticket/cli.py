@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
@@ -139,26 +140,105 @@ def cmd_import(args: argparse.Namespace) -> int:
     return EX_OK if not summary.unreadable else EX_SOFTWARE
 
 
+def _stop_on_signals(event: threading.Event | None = None) -> threading.Event:
+    """SIGTERM and SIGINT set the event; SIGUSR1 prints every thread's stack to the log."""
+    stopped = event or threading.Event()
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        logging.getLogger("mailticket").info("signal %d: stopping", signum)
+        stopped.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    faulthandler.register(signal.SIGUSR1)
+    return stopped
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from mailticket.schedule.service import Service
 
     app = _app(args)
     service = Service(app)
 
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        logging.getLogger("mailticket").info("signal %d: stopping", signum)
-        service.stopped.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    faulthandler.register(signal.SIGUSR1)  # `kill -USR1` prints every thread's stack to the log
+    stopped = _stop_on_signals(service.stopped)
     service.start()
     try:
-        while not service.stopped.wait(1.0):
+        while not stopped.wait(1.0):
             pass
     finally:
         service.stop()
         app.close()
+    return EX_OK
+
+
+def _imap_mailboxes(app: App, wanted: Sequence[str] | None) -> list[Any]:
+    mailboxes = app.imap_mailboxes
+    if wanted:
+        chosen = {w.lower() for w in wanted}
+        unknown = chosen - {m.address for m in mailboxes}
+        if unknown:
+            raise ConfigError([f"--mailbox {a}: no [[mailboxes]] entry with that address has an [mailboxes.imap] "
+                               "table" for a in sorted(unknown)])
+        mailboxes = [m for m in mailboxes if m.address in chosen]
+    if not mailboxes:
+        raise ConfigError([f"{app.settings.source}: no mailbox has an [mailboxes.imap] table: nothing to poll"])
+    return mailboxes
+
+
+def cmd_poll(args: argparse.Namespace) -> int:
+    """--once: one pass over each IMAP mailbox (for cron); without: poll until SIGTERM."""
+    from mailticket.sources.imaprun import ImapRunner, poll_once
+
+    app = _app(args)
+    mailboxes = _imap_mailboxes(app, args.mailbox)
+    if not args.once:
+        runners = [ImapRunner(app.imap_poller(m), app.status) for m in mailboxes]
+        stopped = _stop_on_signals()
+        for runner in runners:
+            runner.start()
+        try:
+            while not stopped.wait(1.0):
+                pass
+        finally:
+            for runner in runners:
+                runner.request_stop()
+            for runner in runners:
+                runner.stop()
+            app.close()
+        return EX_OK
+    reports = [poll_once(app.imap_poller(m), app.status) for m in mailboxes]
+    app.close()
+    if args.json:
+        _print_json(reports)
+    else:
+        _table(["mailbox", "folder", "fetched", "new", "dup", "quarantined", "error"],
+               [[r["mailbox"], r["folder"], r.get("fetched", ""), r.get("new", ""), r.get("duplicates", ""),
+                 r.get("quarantined", ""), r["error"] or ""] for r in reports])
+    return EX_OK if all(r["ok"] for r in reports) else EX_TEMPFAIL
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from mailticket.report import status_report
+
+    app = _app(args)
+    report = status_report(app)
+    app.close()
+    if args.json:
+        _print_json(report)
+        return EX_OK
+    print(f"config: {report['config']}")
+    print(f"smtp listen: {', '.join(report['smtp']['listen']) or '(none)'}")
+    print("inbox: " + (", ".join(f"{k} {v}" for k, v in sorted(report["inbox"].items())) or "empty"))
+    print("outbox: " + (", ".join(f"{k} {v}" for k, v in sorted(report["outbox"].items())) or "empty"))
+    rows = []
+    for m in report["mailboxes"]:
+        imap = m["imap"]
+        if imap is None:
+            rows.append([m["address"], "-", "smtp/pipe only", "", "", ""])
+        else:
+            rows.append([m["address"], f"{imap['account']}/{imap['folder']}", imap["state"],
+                         imap["last_success_at"] or "never", imap["last_error"] or "", imap["next_retry_at"] or ""])
+    _table(["mailbox", "imap", "state", "last success", "last error", "next retry"], rows)
     return EX_OK
 
 
@@ -312,6 +392,12 @@ def build_parser() -> argparse.ArgumentParser:
     db = add("db", lambda a: EX_USAGE, "database schema").add_subparsers(dest="db_command", required=True)
     add("upgrade", cmd_db_upgrade, "create or upgrade the schema", db)
     add("check-config", cmd_check_config, "validate the configuration without starting")
+    p = add("poll", cmd_poll, "fetch mail from the IMAP mailboxes (--once: one pass, for cron)")
+    p.add_argument("--once", action="store_true", help="one pass over each mailbox, then exit (75 if one failed)")
+    p.add_argument("--mailbox", action="append", help="only this support address (repeatable)")
+    p.add_argument("--json", action="store_true")
+    p = add("status", cmd_status, "each mail source's state, and what waits in the inbox and outbox")
+    p.add_argument("--json", action="store_true")
 
     tickets = add("tickets", lambda a: EX_USAGE, "list and show tickets").add_subparsers(dest="t", required=True)
     p = add("list", cmd_tickets_list, "list tickets", tickets)

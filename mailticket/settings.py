@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import socket
 import tomllib
 from collections.abc import Callable, Mapping
@@ -27,11 +28,45 @@ SMTP_SCHEMES = {"smtp": "plain", "smtp+starttls": "starttls", "smtps": "implicit
 _ADDRESS_RE = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
 
 
+IMAP_TLS = ("implicit", "starttls", "none")
+
+
+@dataclass(frozen=True)
+class ImapSettings:
+    """Where one support mailbox is polled: the ``[mailboxes.imap]`` table."""
+
+    host: str
+    port: int
+    tls: str  # "implicit", "starttls" or "none" (only with insecure = true)
+    insecure: bool
+    username: str
+    password: str | None
+    oauth2_token_command: tuple[str, ...] | None  # prints an XOAUTH2 access token on stdout
+    folder: str
+    move_to: str | None  # after commit: move here; None means flag \Seen and keep
+    quarantine_folder: str | None
+    idle: bool
+    poll_interval: float
+    ca_file: Path | None
+    timeout: float
+    max_message_size: int
+    fetch_batch: int
+
+    @property
+    def account(self) -> str:
+        return f"{self.username}@{self.host}:{self.port}"
+
+    @property
+    def after(self) -> str:
+        return f"move:{self.move_to}" if self.move_to else "seen"
+
+
 @dataclass(frozen=True)
 class MailboxSettings:
     address: str  # lower-cased
     name: str
     queue: str
+    imap: ImapSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -324,7 +359,88 @@ def _outbound(
     return OutboundSettings(transport, maildir, smtp, from_address, max_attempts, retry_base, retry_max)
 
 
-def _mailboxes(r: _Reader, data: Mapping[str, Any]) -> tuple[MailboxSettings, ...]:
+IMAP_KEYS = {
+    "host", "port", "tls", "insecure", "username", "password_env", "password_file", "password_credential",
+    "oauth2_token_command", "folder", "after", "quarantine_folder", "idle", "poll_interval", "ca_file", "timeout",
+    "max_message_size", "fetch_batch",
+}
+
+
+def _folder(value: Any) -> str | None:
+    if not value.strip() or any(c in value for c in "\r\n\0"):
+        return "must be a folder name"
+    return None
+
+
+def _imap(r: _Reader, table: Mapping[str, Any], where: str, base: Path, env: Mapping[str, str]) -> ImapSettings | None:
+    r.unknown(table, IMAP_KEYS, where)
+    before = len(r.problems)
+    host = r.get(table, "host", str, "", where)
+    if not host:
+        r.problems.append(f"{where}host: required")
+    tls = r.get(table, "tls", str, "implicit", where,
+                lambda v: None if v in IMAP_TLS else f"one of {', '.join(IMAP_TLS)}")
+    insecure = r.get(table, "insecure", bool, False, where)
+    if tls == "none" and not insecure:
+        r.problems.append(f"{where}tls: \"none\" sends the password in clear text; set insecure = true to allow it")
+    port = r.get(table, "port", int, 993 if tls == "implicit" else 143, where,
+                 lambda v: None if 0 < v < 65536 else "must be 1-65535")
+    username = r.get(table, "username", str, "", where)
+    if not username:
+        r.problems.append(f"{where}username: required")
+    password = _secret(r, table, where, env)
+    command_value = r.get(table, "oauth2_token_command", (str, list), None, where)
+    command: tuple[str, ...] | None = None
+    if command_value is not None:
+        parts = shlex.split(command_value) if isinstance(command_value, str) else command_value
+        if not parts or not all(isinstance(x, str) and x for x in parts):
+            r.problems.append(f"{where}oauth2_token_command: a command line (string or list of strings)")
+        else:
+            command = tuple(parts)
+    has_password = any(k in table for k in ("password_env", "password_file", "password_credential"))
+    if command is not None and has_password:
+        r.problems.append(f"{where}oauth2_token_command: give a password_* or an oauth2_token_command, not both")
+    elif command is None and not has_password:
+        r.problems.append(f"{where}password_env: required (or password_file, password_credential, "
+                          "oauth2_token_command)")
+    folder = r.get(table, "folder", str, "INBOX", where, _folder)
+    after = r.get(table, "after", str, "seen", where)
+    move_to: str | None = None
+    if after.startswith("move:") and not _folder(after[5:]):
+        move_to = after[5:]
+        if move_to == folder:
+            r.problems.append(f"{where}after: moving to the polled folder itself would fetch each message forever")
+    elif after != "seen":
+        r.problems.append(f"{where}after: {after!r}: use \"seen\" or \"move:FOLDER\"")
+    quarantine = r.get(table, "quarantine_folder", str, None, where, _folder)
+    if quarantine is not None and quarantine == folder:
+        r.problems.append(f"{where}quarantine_folder: must differ from folder")
+    ca_value = r.get(table, "ca_file", str, None, where)
+    ca_file = _resolve(base, ca_value) if ca_value else None
+    if ca_file is not None and not ca_file.is_file():
+        r.problems.append(f"{where}ca_file: {ca_file} is not a readable file")
+    settings = ImapSettings(
+        host=host,
+        port=port,
+        tls=tls,
+        insecure=insecure,
+        username=username,
+        password=password,
+        oauth2_token_command=command,
+        folder=folder,
+        move_to=move_to,
+        quarantine_folder=quarantine,
+        idle=r.get(table, "idle", bool, True, where),
+        poll_interval=float(r.get(table, "poll_interval", (int, float), 60, where, _positive)),
+        ca_file=ca_file,
+        timeout=float(r.get(table, "timeout", (int, float), 60, where, _positive)),
+        max_message_size=r.get(table, "max_message_size", int, 50 * 1024 * 1024, where, _positive),
+        fetch_batch=r.get(table, "fetch_batch", int, 100, where, _positive),
+    )
+    return settings if len(r.problems) == before else None
+
+
+def _mailboxes(r: _Reader, data: Mapping[str, Any], base: Path, env: Mapping[str, str]) -> tuple[MailboxSettings, ...]:
     raw = data.get("mailboxes", [{"address": DEFAULT_ADDRESS, "name": "Support", "queue": "support"}])
     if not isinstance(raw, list) or not raw:
         r.problems.append("mailboxes: must be a non-empty array of tables ([[mailboxes]])")
@@ -342,8 +458,10 @@ def _mailboxes(r: _Reader, data: Mapping[str, Any]) -> tuple[MailboxSettings, ..
         address = r.get(entry, "address", str, "", where, _address).lower()
         name = r.get(entry, "name", str, "Support", where)
         queue = r.get(entry, "queue", str, "support", where)
+        imap_table = r.table(entry, "imap", where)
+        imap = _imap(r, imap_table, f"{where}imap.", base, env) if "imap" in entry else None
         if address:
-            result.append(MailboxSettings(address, name, queue))
+            result.append(MailboxSettings(address, name, queue, imap))
     seen: set[str] = set()
     for mailbox in result:
         if mailbox.address in seen:
@@ -430,7 +548,7 @@ def _build(data: Mapping[str, Any], source: str, base: Path, env: Mapping[str, s
     database_url = _database(r, data, base, env)
     auto_upgrade_default = embedded
     auto_upgrade = r.get(r.table(data, "database"), "auto_upgrade", bool, auto_upgrade_default, "database.")
-    mailboxes = _mailboxes(r, data)
+    mailboxes = _mailboxes(r, data, base, env)
     agents = _agents(r, data)
     first = mailboxes[0] if mailboxes else MailboxSettings(DEFAULT_ADDRESS, "Support", "support")
     outbound = _outbound(r, data, base, env, f"{first.name} <{first.address}>")

@@ -121,3 +121,45 @@ def test_listeners_ipv6_and_lmtp(tmp_path: Path) -> None:
     found = problems(tmp_path, '[smtp]\nlisten = ["::1:25"]\ntls_cert = "/nonexistent.pem"\n')
     assert any("smtp.listen" in p for p in found)
     assert any("smtp.tls_cert: STARTTLS needs both" in p for p in found)
+
+
+IMAP_MAILBOX = '[[mailboxes]]\naddress = "support@example.com"\n[mailboxes.imap]\n'
+
+
+def test_imap_table_defaults_and_values(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(IMAP_MAILBOX + 'host = "imap.example.com"\nusername = "support"\npassword_env = "PW"\n')
+    imap = load(path, env={"PW": "pw"}).mailboxes[0].imap
+    assert imap is not None
+    assert (imap.port, imap.tls, imap.folder, imap.after, imap.idle, imap.quarantine_folder) == (
+        993, "implicit", "INBOX", "seen", True, None)
+    assert (imap.password, imap.account) == ("pw", "support@imap.example.com:993")
+    path.write_text(IMAP_MAILBOX + 'host = "h"\ntls = "starttls"\nusername = "u"\n'
+                    'oauth2_token_command = "get-token --user u"\nafter = "move:Done"\n'
+                    'quarantine_folder = "Bad"\nidle = false\npoll_interval = 30\n')
+    imap = load(path, env={}).mailboxes[0].imap
+    assert imap is not None
+    assert (imap.port, imap.oauth2_token_command, imap.move_to, imap.after, imap.idle, imap.poll_interval) == (
+        143, ("get-token", "--user", "u"), "Done", "move:Done", False, 30.0)
+
+
+def test_imap_problems_are_named(tmp_path: Path) -> None:
+    found = "\n".join(problems(tmp_path, IMAP_MAILBOX + 'tls = "none"\nafter = "delete"\nport = 0\nfolder = "INBOX"\n'
+                               'quarantine_folder = "INBOX"\npassword = "inline"\nfolders = ["x"]\n'))
+    for expected in (
+        "mailboxes[0].imap.host: required",
+        "mailboxes[0].imap.username: required",
+        'mailboxes[0].imap.tls: "none" sends the password in clear text; set insecure = true',
+        "mailboxes[0].imap.after: 'delete'",
+        "mailboxes[0].imap.port: must be 1-65535",
+        "mailboxes[0].imap.quarantine_folder: must differ from folder",
+        "mailboxes[0].imap.password: inline passwords are not accepted",
+        "mailboxes[0].imap.folders: unknown key",
+    ):
+        assert expected in found, found
+    both = problems(tmp_path, IMAP_MAILBOX + 'host = "h"\nusername = "u"\npassword_env = "PW"\n'
+                    'oauth2_token_command = ["t"]\n', env={"PW": "x"})
+    assert any("not both" in p for p in both), both
+    loop = problems(tmp_path, IMAP_MAILBOX + 'host = "h"\nusername = "u"\npassword_env = "PW"\nafter = "move:INBOX"\n',
+                    env={"PW": "x"})
+    assert any("fetch each message forever" in p for p in loop), loop

@@ -12,7 +12,7 @@ import fcntl
 import logging
 import threading
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy.engine import make_url
@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 from mailticket.app import App
 from mailticket.errors import ConfigError, TemporaryError
 from mailticket.ingest.committer import GroupCommitter
+from mailticket.sources.imaprun import ImapRunner
 from mailticket.sources.smtp import SmtpListener
 
 log = logging.getLogger("mailticket.serve")
@@ -29,8 +30,16 @@ OUTBOX_JOB = "flush_outbox"
 
 
 class Service:
-    def __init__(self, app: App, inbox_interval: float = 2.0, outbox_interval: float = 5.0) -> None:
+    def __init__(
+        self,
+        app: App,
+        inbox_interval: float = 2.0,
+        outbox_interval: float = 5.0,
+        imap_options: dict[str, Any] | None = None,
+    ) -> None:
         self.app = app
+        self._imap_options = imap_options or {}
+        self.imap_runners: list[ImapRunner] = []
         self._scheduler = BackgroundScheduler(timezone=dt.UTC)
         self._intervals = {INBOX_JOB: inbox_interval, OUTBOX_JOB: outbox_interval}
         self._lock_file: IO[str] | None = None
@@ -49,6 +58,11 @@ class Service:
                 self.committer.stop()
                 self._release_lock()
                 raise
+        for mailbox in self.app.imap_mailboxes:
+            poller = self.app.imap_poller(mailbox, on_processed=lambda: self.wake(OUTBOX_JOB))
+            runner = ImapRunner(poller, self.app.status, **self._imap_options)
+            runner.start()
+            self.imap_runners.append(runner)
         for job_id, function in ((INBOX_JOB, self.drain_inbox), (OUTBOX_JOB, self.flush_outbox)):
             self._scheduler.add_job(
                 function, "interval", seconds=self._intervals[job_id], id=job_id,
@@ -85,6 +99,11 @@ class Service:
         if self.listener is not None:
             self.listener.stop(grace)
             self.listener = None
+        for runner in self.imap_runners:
+            runner.request_stop()  # all at once; then wait for each
+        for runner in self.imap_runners:
+            runner.stop(grace)
+        self.imap_runners.clear()
         self.committer.stop()
         if self._scheduler.running:
             self._scheduler.shutdown(wait=True)

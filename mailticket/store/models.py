@@ -194,3 +194,35 @@ class Event(Base):
     kind: Mapped[str] = mapped_column(String(32))
     detail: Mapped[str] = mapped_column(Text)
     created_at: Mapped[dt.datetime]
+
+
+class ImapFolderState(Base):
+    """Where polling of one IMAP folder stands: its UIDVALIDITY and the last UID fully handled."""
+
+    __tablename__ = "imap_folders"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account: Mapped[str] = mapped_column(String(500))  # user@host:port
+    folder: Mapped[str] = mapped_column(String(1000))
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    last_uid: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[dt.datetime]
+
+    __table_args__ = (UniqueConstraint("account", "folder", name="uq_imap_folders_account_folder"),)
+
+
+class SourceStatus(Base):
+    """The health of one mail source (an IMAP mailbox), for `mailticket status`."""
+
+    __tablename__ = "source_status"
+
+    name: Mapped[str] = mapped_column(String(500), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    instance: Mapped[str] = mapped_column(String(200), default="")
+    last_success_at: Mapped[dt.datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[dt.datetime | None]
+    next_retry_at: Mapped[dt.datetime | None]
+    updated_at: Mapped[dt.datetime]

@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, defer
 
 from mailticket.domain import OutboxState, RawState
-from mailticket.store.models import Blob, Event, OutboxRow, RawMessage
+from mailticket.store.models import Blob, Event, ImapFolderState, OutboxRow, RawMessage, SourceStatus
 
 
 def new_raw_ids(session: Session, limit: int, max_bytes: int) -> list[int]:
@@ -59,10 +60,48 @@ def store_blob(session: Session, content: bytes) -> str:
     """Store content once per sha256 (race-free across instances); returns the hash."""
     sha = hashlib.sha256(content).hexdigest()
     values = {"sha256": sha, "size": len(content), "content": content}
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    session.execute(insert(Blob).values(**values).on_conflict_do_nothing(index_elements=["sha256"]))
+    session.execute(_insert(session, Blob).values(**values).on_conflict_do_nothing(index_elements=["sha256"]))
     return sha
+
+
+def _insert(session: Session, table: type[Any]) -> Any:
+    """INSERT with ON CONFLICT support, for the dialect in use."""
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+def raw_states(session: Session, ids: Sequence[int]) -> dict[int, str]:
+    if not ids:
+        return {}
+    rows = session.execute(select(RawMessage.id, RawMessage.state).where(RawMessage.id.in_(ids))).all()
+    return {raw_id: state for raw_id, state in rows}
+
+
+def imap_cursor(session: Session, account: str, folder: str) -> tuple[int, int] | None:
+    """(uidvalidity, last_uid) stored for this folder, or None."""
+    row = session.execute(
+        select(ImapFolderState.uidvalidity, ImapFolderState.last_uid).where(
+            ImapFolderState.account == account, ImapFolderState.folder == folder
+        )
+    ).first()
+    return (int(row[0]), int(row[1])) if row else None
+
+
+def save_imap_cursor(
+    session: Session, account: str, folder: str, uidvalidity: int, last_uid: int, now: dt.datetime
+) -> None:
+    statement = _insert(session, ImapFolderState).values(
+        account=account, folder=folder, uidvalidity=uidvalidity, last_uid=last_uid, updated_at=now
+    )
+    session.execute(statement.on_conflict_do_update(
+        index_elements=["account", "folder"],
+        set_={"uidvalidity": uidvalidity, "last_uid": last_uid, "updated_at": now},
+    ))
+
+
+def save_source_status(session: Session, name: str, values: dict[str, Any]) -> None:
+    statement = _insert(session, SourceStatus).values(name=name, **values)
+    session.execute(statement.on_conflict_do_update(index_elements=["name"], set_=values))
 
 
 def add_event(
