@@ -65,6 +65,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"  database: {settings.database_url.split('@')[-1]}")
     print(f"  mailboxes: {', '.join(m.address for m in settings.mailboxes)}")
     print(f"  outbound: {settings.outbound.transport}")
+    for m in settings.mailboxes:
+        if m.imap is not None:
+            print(f"  imap: {m.address} <- {m.imap.account}/{m.imap.folder} (tls {m.imap.tls}, after {m.imap.after})")
     return EX_OK
 
 

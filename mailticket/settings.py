@@ -435,7 +435,7 @@ def _imap(r: _Reader, table: Mapping[str, Any], where: str, base: Path, env: Map
         ca_file=ca_file,
         timeout=float(r.get(table, "timeout", (int, float), 60, where, _positive)),
         max_message_size=r.get(table, "max_message_size", int, 50 * 1024 * 1024, where, _positive),
-        fetch_batch=r.get(table, "fetch_batch", int, 100, where, _positive),
+        fetch_batch=r.get(table, "fetch_batch", int, 200, where, _positive),
     )
     return settings if len(r.problems) == before else None
 

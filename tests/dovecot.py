@@ -186,8 +186,9 @@ class Dovecot:
     password: str = "secret"
     host: str = "127.0.0.1"
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, extra_config: str = "") -> None:
         self.workdir = Path(workdir).resolve()
+        self.extra_config = extra_config  # appended to dovecot.conf, e.g. "imap_capability = IMAP4rev1"
         self.port: int = port if port is not None else _free_port(self.host)
         self.instance_name = f"mailticket-test-{os.getpid()}-{self.port}-{uuid.uuid4().hex[:8]}"
         self.config_path = self.workdir / "dovecot.conf"
@@ -318,6 +319,7 @@ service submission-login {{
     port = 0
   }}
 }}
+{self.extra_config}
 """
         )
 

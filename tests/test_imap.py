@@ -499,3 +499,42 @@ def test_keepalive_notices_a_silently_dead_connection(imap_app: Callable[..., Ap
     finally:
         runner.stop(10)
         proxy.stop()
+
+
+@pytest.mark.parametrize("capability", ["IMAP4rev1 IDLE UIDPLUS", "IMAP4rev1"])
+def test_servers_without_move(
+    capability: str, make_app: Callable[..., App], write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Without MOVE: COPY + \\Deleted, then UID EXPUNGE when UIDPLUS is there; else left for the server."""
+    reason = Dovecot.available()
+    if reason:
+        skip_or_fail(f"Dovecot cannot run here: {reason}")
+    server = Dovecot(tmp_path / "dovecot", extra_config=f"imap_capability = {capability}\n")
+    server.start()
+    try:
+        secret = tmp_path / "pw"
+        secret.write_text(server.password)
+        config = write_config(extra=(
+            f'[mailboxes.imap]\nhost = "{server.host}"\nport = {server.port}\ntls = "none"\ninsecure = true\n'
+            f'username = "{server.user}"\npassword_file = "{secret}"\nafter = "move:Processed"\n'))
+        app = make_app(settings_override=load(config))
+        server.append_many("INBOX", messages(3))
+        poller = poller_of(app)
+        assert poller.poll_once().filed == 3
+        assert not poller.client.has_capability("MOVE")  # type: ignore[union-attr]
+        assert not poller.can_idle or "IDLE" in capability
+        poller.disconnect()
+        assert server.folder_count("Processed") == 3
+        client = server.client()
+        client.select_folder("INBOX", readonly=True)
+        left = client.get_flags(client.search("ALL"))
+        client.logout()
+        if "UIDPLUS" in capability:
+            assert left == {}
+        else:
+            assert len(left) == 3 and all(b"\\Deleted" in f for f in left.values())
+        assert poller.poll_once().fetched == 0  # the cursor: never fetched again
+        poller.disconnect()
+        assert count(app, Ticket) == 3
+    finally:
+        server.close()
