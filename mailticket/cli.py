@@ -21,7 +21,7 @@ from mailticket import __version__
 from mailticket.app import App
 from mailticket.domain import Envelope, RawState
 from mailticket.errors import ConfigError, SchemaError, TemporaryError
-from mailticket.settings import Settings, load, locate_config
+from mailticket.settings import MailboxSettings, Settings, load, locate_config
 from mailticket.store.models import Message, OutboxRow, RawMessage, Ticket
 
 EX_OK, EX_USAGE, EX_SOFTWARE, EX_TEMPFAIL, EX_CONFIG = 0, 64, 70, 75, 78
@@ -174,7 +174,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EX_OK
 
 
-def _imap_mailboxes(app: App, wanted: Sequence[str] | None) -> list[Any]:
+def _imap_mailboxes(app: App, wanted: Sequence[str] | None) -> list[MailboxSettings]:
     mailboxes = app.imap_mailboxes
     if wanted:
         chosen = {w.lower() for w in wanted}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import smtplib
 import subprocess
 import sys
@@ -538,3 +539,21 @@ def test_servers_without_move(
         assert count(app, Ticket) == 3
     finally:
         server.close()
+
+
+def test_poll_without_once_runs_until_sigterm(imap_config: Callable[..., Path], dovecot: Dovecot) -> None:
+    config = imap_config()
+    command = [sys.executable, "-m", "mailticket", "-c", str(config)]
+    assert subprocess.run([*command, "db", "upgrade"], capture_output=True, timeout=60).returncode == 0
+    proc = subprocess.Popen([*command, "poll"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        dovecot.append("INBOX", mail(message_id="foreground@customer.example"))
+        wait_until(lambda: dovecot.folder_count("Processed") == 1, 20, "polled in the foreground")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    listed = subprocess.run([*command, "tickets", "list", "--json"], capture_output=True, timeout=60)
+    assert [t["subject"] for t in json.loads(listed.stdout)] == ["Printer on fire"]

@@ -184,7 +184,7 @@ class ImapPoller:
         if oversize:
             self._oversize(client, oversize, sizes)
             result.oversize += len(oversize)
-        wanted = [uid for uid in present if uid not in set(oversize)]
+        wanted = [uid for uid in present if sizes[uid] <= self.settings.max_message_size]
         for group in _by_bytes(wanted, sizes, FETCH_BYTES):
             result.add(self._handle_group(client, uidvalidity, group))
             self._advance(uidvalidity, group[-1])
@@ -220,11 +220,11 @@ class ImapPoller:
         quarantined = [uid for uid, a in zip(uids, accepted, strict=True)
                        if states.get(a.raw_id) == RawState.QUARANTINED]
         result.quarantined = len(quarantined)
-        done = [uid for uid in uids if uid not in set(quarantined)]
+        done = uids
         if quarantined and self.settings.quarantine_folder:
             self._move(client, quarantined, self.settings.quarantine_folder)
-        else:
-            done = uids
+            done = [uid for uid, a in zip(uids, accepted, strict=True)
+                    if states.get(a.raw_id) != RawState.QUARANTINED]
         self._file(client, done)
         result.filed = len(uids)
         return result
