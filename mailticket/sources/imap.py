@@ -273,8 +273,12 @@ class ImapPoller:
         Returns True when new mail was reported.
         """
         client = self.connection()
-        if _take_new_mail_notice(client):
-            return True  # mail arrived during the pass: IDLE would not announce it again
+        # Mail that arrived during the pass was announced there (or not yet at all: a server
+        # need not announce in IDLE what it could have reported before). NOOP makes the server
+        # report it now, and doubles as a liveness check.
+        noop = client.noop()[1]
+        if _take_new_mail_notice(client) or any(len(r) > 1 and r[1] == b"EXISTS" for r in noop):
+            return True
         client.idle()
         news = False
         quick_empty = 0
