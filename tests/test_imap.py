@@ -557,3 +557,17 @@ def test_poll_without_once_runs_until_sigterm(imap_config: Callable[..., Path], 
             proc.wait()
     listed = subprocess.run([*command, "tickets", "list", "--json"], capture_output=True, timeout=60)
     assert [t["subject"] for t in json.loads(listed.stdout)] == ["Printer on fire"]
+
+
+def test_without_idle_polls_at_the_interval(imap_app: Callable[..., App], dovecot: Dovecot) -> None:
+    app = imap_app(idle=False, poll_interval=1)
+    runner = _runner(app)
+    runner.start()
+    try:
+        wait_until(lambda: _state(app) == status.WAITING, 10, "runner waiting between polls")
+        row = _status(app)
+        assert row is not None and row.next_retry_at is not None  # when the next poll is due
+        dovecot.append("INBOX", mail(message_id="interval@customer.example"))
+        wait_until(lambda: count(app, Ticket) == 1, 5, "ticket from the next poll")
+    finally:
+        runner.stop(10)
