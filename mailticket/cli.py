@@ -245,6 +245,41 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from mailticket.explain import explain
+
+    app = _app(args)
+    report = explain(app, args.message_id)
+    app.close()
+    if report is None:
+        print(f"mailticket: no message with Message-ID <{args.message_id.strip('<>')}> was received or sent",
+              file=sys.stderr)
+        return 1
+    if args.json:
+        _print_json(report)
+        return EX_OK
+    print(f"message <{report['message_id']}> ({report['direction']})")
+    received = report["received"]
+    if received:
+        print(f"  received: {received['received_at'][:19]} by {received['source']} (raw #{received['raw_id']}, "
+              f"{received['state']})" + (f": {received['error'].splitlines()[0]}" if received["error"] else ""))
+    if report["verdict"]:
+        print(f"  from: {report['from']}   subject: {report['subject']}")
+        print(f"  verdict: {report['verdict']} ({report['verdict_reason']})")
+    if report["ticket"] is not None:
+        print(f"  ticket: #{report['ticket']}")
+    for step in report["steps"]:
+        print(f"  {step['at'][:19]}  {step['kind']:<18} {step['detail']}")
+    for m in report["mails"]:
+        print(f"  mail #{m['id']} {m['kind']} to {m['to']}: {m['state']}" + (f" ({m['last_error']})" if m["last_error"]
+                                                                               else ""))
+    if report["outbox"]:
+        o = report["outbox"]
+        print(f"  our {o['kind']} to {o['to']}: {o['state']} after {o['attempts']} attempt(s)"
+              + (f": {o['last_error']}" if o["last_error"] else ""))
+    return EX_OK
+
+
 def _ticket_summary(t: Ticket) -> dict[str, Any]:
     return {
         "number": t.number, "subject": t.subject, "status": t.status, "priority": t.priority,
@@ -398,6 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("poll", cmd_poll, "fetch mail from the IMAP mailboxes (--once: one pass, for cron)")
     p.add_argument("--once", action="store_true", help="one pass over each mailbox, then exit (75 if one failed)")
     p.add_argument("--mailbox", action="append", help="only this support address (repeatable)")
+    p.add_argument("--json", action="store_true")
+    p = add("explain", cmd_explain, "why a message got the ticket, verdict and mails it got")
+    p.add_argument("message_id", metavar="MESSAGE-ID")
     p.add_argument("--json", action="store_true")
     p = add("status", cmd_status, "each mail source's state, and what waits in the inbox and outbox")
     p.add_argument("--json", action="store_true")

@@ -119,6 +119,61 @@ class SmtpListenSettings:
     timeout: float  # seconds a client may stay silent, within a command or during DATA
 
 
+DEFAULT_LADDER = ("10/10m", "25/1h", "100/1d")
+DEFAULT_NO_AUTO_REPLY = (
+    r"no[-_.]?reply", r"do[-_.]?not[-_.]?reply", r"mailer[-_]?daemon", r"post[-_]?master", r"abuse",
+    r"bounces?([-+].*)?", r".*-bounces?", r"nobody", r"root", r"majordomo", r"listserv", r".*-request",
+    r".*-owner", r"owner-.*",
+)
+_PERIOD_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """Outbound auto-mail limits: ``[limits]``."""
+
+    # (most mails, per seconds), checked per recipient address over every automatic kind
+    ladder: tuple[tuple[int, int], ...] = ((10, 600), (25, 3600), (100, 86400))
+    # full-match regexes on the local part: never any automatic mail to these
+    no_auto_reply: tuple[str, ...] = DEFAULT_NO_AUTO_REPLY
+    bounce_suppress_days: float = 30.0
+
+
+def parse_rate(item: str) -> tuple[int, int] | None:
+    """"10/10m" -> (10, 600); units s, m, h, d."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d*)\s*([smhd])\s*", item)
+    if not match or int(match.group(1)) < 1:
+        return None
+    return int(match.group(1)), int(match.group(2) or 1) * _PERIOD_UNITS[match.group(3)]
+
+
+def _limits(r: _Reader, data: Mapping[str, Any]) -> LimitSettings:
+    where = "limits."
+    table = r.table(data, "limits")
+    r.unknown(table, {"auto_mail_per_recipient", "no_auto_reply", "bounce_suppress_days"}, where)
+
+    def rates(value: Any) -> str | None:
+        bad = [x for x in value if not isinstance(x, str) or parse_rate(x) is None]
+        return f"{bad[0]!r} is not N/PERIOD (e.g. \"10/10m\", \"100/1d\")" if bad else None
+
+    def patterns(value: Any) -> str | None:
+        for item in value:
+            try:
+                re.compile(str(item))
+            except re.error as exc:
+                return f"{item!r} is not a regular expression: {exc}"
+        return None
+
+    ladder = r.get(table, "auto_mail_per_recipient", list, list(DEFAULT_LADDER), where, rates)
+    return LimitSettings(
+        ladder=tuple(sorted(x for x in (parse_rate(item) for item in ladder) if x is not None)),
+        no_auto_reply=tuple(str(x) for x in r.get(table, "no_auto_reply", list, list(DEFAULT_NO_AUTO_REPLY), where,
+                                                  patterns)),
+        bounce_suppress_days=float(r.get(table, "bounce_suppress_days", (int, float), 30, where,
+                                         lambda v: None if v >= 0 else "must be 0 or more")),
+    )
+
+
 @dataclass(frozen=True)
 class Settings:
     source: str  # where the settings came from: a path, or "embedded default"
@@ -135,6 +190,8 @@ class Settings:
     acknowledge_new: bool
     log_level: str
     auto_upgrade: bool = field(default=False)
+    limits: LimitSettings = field(default_factory=lambda: LimitSettings())
+    machine_replies: str = "attach"  # machine mail that answers a ticket: "attach" to it, or "review_ticket"
 
     @property
     def is_sqlite(self) -> bool:
@@ -544,7 +601,7 @@ def _smtp(r: _Reader, data: Mapping[str, Any], base: Path) -> SmtpListenSettings
 
 def _build(data: Mapping[str, Any], source: str, base: Path, env: Mapping[str, str], embedded: bool) -> Settings:
     r = _Reader()
-    r.unknown(data, {"database", "mailboxes", "agents", "outbound", "smtp", "mail", "templates", "log"}, "")
+    r.unknown(data, {"database", "mailboxes", "agents", "outbound", "smtp", "mail", "templates", "log", "limits"}, "")
     database_url = _database(r, data, base, env)
     auto_upgrade_default = embedded
     auto_upgrade = r.get(r.table(data, "database"), "auto_upgrade", bool, auto_upgrade_default, "database.")
@@ -556,7 +613,11 @@ def _build(data: Mapping[str, Any], source: str, base: Path, env: Mapping[str, s
     smtp = _smtp(r, data, base)
 
     mail = r.table(data, "mail")
-    r.unknown(mail, {"message_id_domain", "subject_tag_prefix", "loop_token", "acknowledge_new"}, "mail.")
+    r.unknown(mail, {"message_id_domain", "subject_tag_prefix", "loop_token", "acknowledge_new", "machine_replies"},
+              "mail.")
+    machine_replies = r.get(mail, "machine_replies", str, "attach", "mail.",
+                            lambda v: None if v in ("attach", "review_ticket") else '"attach" or "review_ticket"')
+    limits = _limits(r, data)
     default_domain = first.address.rpartition("@")[2] or "localhost"
     mid_domain = r.get(mail, "message_id_domain", str, default_domain, "mail.",
                        lambda v: None if re.fullmatch(r"[A-Za-z0-9.-]+", v) else "must be a domain name")
@@ -594,6 +655,8 @@ def _build(data: Mapping[str, Any], source: str, base: Path, env: Mapping[str, s
         loop_token=loop_token,
         template_dir=template_dir,
         acknowledge_new=acknowledge,
+        limits=limits,
+        machine_replies=machine_replies,
         log_level=level.lower(),
         auto_upgrade=auto_upgrade,
     )

@@ -22,11 +22,13 @@ from sqlalchemy.orm import Session
 from mailticket.clock import Clock
 from mailticket.domain import Address, Direction, Envelope, ParsedMail, RawState, Role, TicketStatus, Verdict
 from mailticket.errors import TemporaryError
+from mailticket.ingest.bounces import parse_bounce
 from mailticket.ingest.classify import Identity, classify
 from mailticket.ingest.parse import parse
 from mailticket.ingest.replies import visible_text
-from mailticket.ingest.threads import SubjectTag, find_thread
+from mailticket.ingest.threads import SubjectTag, ThreadMatch, find_thread
 from mailticket.rules import Rules
+from mailticket.rules.bounces import record_bounce
 from mailticket.settings import MailboxSettings, Settings
 from mailticket.store import repo
 from mailticket.store.db import Database
@@ -136,7 +138,13 @@ class Pipeline:
         sender = mail.from_ or Address("", row.mail_from.strip("<>").lower())
         is_agent = self._settings.is_agent(sender.email)
         verdict = classify(mail, envelope, self._identity)
-        match = find_thread(session, mail, sender.email, is_agent, self._tag)
+        bounce = parse_bounce(mail, set(self._settings.support_addresses)) if verdict.kind == "bounce" else None
+        returned = bounce.original_message_id if bounce is not None else ""
+        match = find_thread(session, mail, sender.email, is_agent, self._tag, returned)
+        review = self._settings.machine_replies == "review_ticket"
+        if match.ticket_number is not None and not verdict.is_human and review:
+            match = ThreadMatch(None, f"{match.reason}; {verdict.kind} mail goes to a new ticket for review "
+                                      "(mail.machine_replies = review_ticket)")
         message_id = mail.message_id or f"sha256:{row.sha256}"
 
         created = match.ticket_number is None
@@ -150,6 +158,8 @@ class Pipeline:
                        ticket_number=ticket.number, raw_id=row.id, message_id=message_id)
         repo.add_event(session, now, "new_ticket" if created else "threaded", match.reason,
                        ticket_number=ticket.number, raw_id=row.id, message_id=message_id)
+        if bounce is not None:
+            record_bounce(session, bounce, ticket.number, message_id, now, self._settings.limits.bounce_suppress_days)
         self._rules.apply(session, ticket=ticket, message=message, mail=mail, sender=sender,
                           verdict=verdict, created=created, is_agent=is_agent, now=now, source=row.source)
         row.state = RawState.DONE

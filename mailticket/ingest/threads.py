@@ -61,8 +61,16 @@ class ThreadMatch:
 
 
 def find_thread(
-    session: Session, mail: ParsedMail, sender: str, sender_is_agent: bool, tag: SubjectTag
+    session: Session, mail: ParsedMail, sender: str, sender_is_agent: bool, tag: SubjectTag,
+    returned_message_id: str = "",
 ) -> ThreadMatch:
+    if returned_message_id:
+        # A delivery report about one of our mails belongs to that mail's ticket, closed or not.
+        number = session.execute(
+            select(Message.ticket_number).where(Message.message_id == returned_message_id)
+        ).scalar()
+        if number is not None:
+            return ThreadMatch(number, f"delivery report for <{returned_message_id}> matches #{number}")
     ids = list(dict.fromkeys([*mail.in_reply_to, *reversed(mail.references)]))
     ids = [i for i in ids if i and i != mail.message_id]
     if ids:

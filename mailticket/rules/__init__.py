@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from mailticket.domain import Address, ParsedMail, TicketStatus, Verdict
 from mailticket.ingest.threads import SubjectTag
 from mailticket.outbox.queue import OutboxWriter
+from mailticket.rules.limits import AutoMailGate
 from mailticket.settings import Settings
 from mailticket.store import repo
 from mailticket.store.models import Message, Ticket
@@ -83,6 +84,7 @@ class Rules:
         self._settings = settings
         self._outbox = outbox
         self._tag = SubjectTag(settings.subject_tag_prefix)
+        self._gate = AutoMailGate(settings.limits)
 
     def apply(self, session: Session, *, ticket: Ticket, message: Message, mail: ParsedMail, sender: Address,
               verdict: Verdict, created: bool, is_agent: bool, now: dt.datetime, source: str) -> list[Action]:
@@ -119,6 +121,12 @@ class Rules:
 
     def _queue(self, session: Session, action: QueueMail, ticket: Ticket, message: Message,
                sender: Address, now: dt.datetime) -> None:
+        refusal = self._gate.refusal(session, kind=action.kind, ticket_number=ticket.number, recipient=sender.email,
+                                     now=now)
+        if refusal is not None:
+            repo.add_event(session, now, "suppressed", f"{action.kind}: {refusal}",
+                           ticket_number=ticket.number, message_id=message.message_id)
+            return
         mailbox = self._settings.mailbox_for(ticket.mailbox) or self._settings.mailboxes[0]
         tag = self._tag.format(ticket.number)
         context = {

@@ -179,7 +179,10 @@ class OutboxRow(Base):
     created_at: Mapped[dt.datetime]
     sent_at: Mapped[dt.datetime | None]
 
-    __table_args__ = (Index("ix_outbox_state_next", "state", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_outbox_state_next", "state", "next_attempt_at"),
+        Index("ix_outbox_to_addr_created_at", "to_addr", "created_at"),
+    )
 
 
 class Event(Base):
@@ -226,3 +229,16 @@ class SourceStatus(Base):
     last_error_at: Mapped[dt.datetime | None]
     next_retry_at: Mapped[dt.datetime | None]
     updated_at: Mapped[dt.datetime]
+
+
+class AddressSuppression(Base):
+    """An address that gets no automatic mail until ``until`` (a permanent delivery failure)."""
+
+    __tablename__ = "address_suppressions"
+
+    address: Mapped[str] = mapped_column(String(320), primary_key=True)
+    reason: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="")
+    source_message_id: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime]
+    until: Mapped[dt.datetime]
