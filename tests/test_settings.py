@@ -163,3 +163,18 @@ def test_imap_problems_are_named(tmp_path: Path) -> None:
     loop = problems(tmp_path, IMAP_MAILBOX + 'host = "h"\nusername = "u"\npassword_env = "PW"\nafter = "move:INBOX"\n',
                     env={"PW": "x"})
     assert any("fetch each message forever" in p for p in loop), loop
+
+
+def test_limits_table(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[limits]\nauto_mail_per_recipient = ["100/1d", "5/30s", "20/2h"]\nbounce_suppress_days = 7\n'
+                    '[mail]\nmachine_replies = "review_ticket"\n')
+    settings = load(path, env={})
+    assert settings.limits.ladder == ((5, 30), (20, 7200), (100, 86400))
+    assert settings.limits.bounce_suppress_days == 7.0 and settings.machine_replies == "review_ticket"
+    assert "abuse" in settings.limits.no_auto_reply  # the defaults
+    found = "\n".join(problems(tmp_path, '[limits]\nauto_mail_per_recipient = ["ten/1m"]\nno_auto_reply = ["(x"]\n'
+                                         'bounce_suppress_days = -1\n[mail]\nmachine_replies = "drop"\n'))
+    for expected in ("limits.auto_mail_per_recipient: 'ten/1m' is not N/PERIOD", "limits.no_auto_reply: '(x'",
+                     "limits.bounce_suppress_days: must be 0 or more", "mail.machine_replies"):
+        assert expected in found, found
