@@ -22,7 +22,8 @@ from mailticket.app import App
 from mailticket.domain import Envelope, RawState
 from mailticket.errors import ConfigError, SchemaError, TemporaryError
 from mailticket.settings import MailboxSettings, Settings, load, locate_config
-from mailticket.store.models import Message, OutboxRow, RawMessage, Ticket
+from mailticket.store import repo
+from mailticket.store.models import AddressSuppression, Message, OutboxRow, RawMessage, Ticket
 
 EX_OK, EX_USAGE, EX_SOFTWARE, EX_TEMPFAIL, EX_CONFIG = 0, 64, 70, 75, 78
 MAX_PIPE_BYTES = 64 * 1024 * 1024
@@ -280,6 +281,40 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def cmd_suppressions_list(args: argparse.Namespace) -> int:
+    app = _app(args)
+    now = app.clock.now()
+    with app.db.transaction() as session:
+        rows: list[dict[str, Any]] = [{
+            "address": r.address, "status": r.status, "reason": r.reason, "since": r.created_at.isoformat(),
+            "until": r.until.isoformat(), "active": r.until > now, "message_id": r.source_message_id,
+        } for r in session.execute(select(AddressSuppression).order_by(AddressSuppression.address)).scalars()]
+    app.close()
+    if args.json:
+        _print_json(rows)
+    else:
+        _table(["address", "status", "until", "active", "reason"],
+               [[r["address"], r["status"], r["until"][:16], "yes" if r["active"] else "expired", r["reason"]]
+                for r in rows])
+    return EX_OK
+
+
+def cmd_suppressions_remove(args: argparse.Namespace) -> int:
+    app = _app(args)
+    address = args.address.strip().lower()
+    with app.db.transaction() as session:
+        row = session.get(AddressSuppression, address)
+        if row is not None:
+            session.delete(row)
+            repo.add_event(session, app.clock.now(), "unsuppressed", f"{address}: removed by an admin")
+    app.close()
+    if row is None:
+        print(f"mailticket: {address} is not suppressed", file=sys.stderr)
+        return 1
+    print(f"{address}: automatic mail allowed again")
+    return EX_OK
+
+
 def _ticket_summary(t: Ticket) -> dict[str, Any]:
     return {
         "number": t.number, "subject": t.subject, "status": t.status, "priority": t.priority,
@@ -434,6 +469,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="one pass over each mailbox, then exit (75 if one failed)")
     p.add_argument("--mailbox", action="append", help="only this support address (repeatable)")
     p.add_argument("--json", action="store_true")
+    supp = add("suppressions", lambda a: EX_USAGE, "addresses that get no automatic mail after a hard bounce")
+    ssub = supp.add_subparsers(dest="s", required=True)
+    p = add("list", cmd_suppressions_list, "list suppressed addresses", ssub)
+    p.add_argument("--json", action="store_true")
+    p = add("remove", cmd_suppressions_remove, "allow automatic mail to an address again", ssub)
+    p.add_argument("address")
     p = add("explain", cmd_explain, "why a message got the ticket, verdict and mails it got")
     p.add_argument("message_id", metavar="MESSAGE-ID")
     p.add_argument("--json", action="store_true")

@@ -358,3 +358,23 @@ def test_customers_writing_about_delivery_problems_are_human(app: App, raw: byte
     with app.db.transaction() as s:
         assert s.execute(select(Message.verdict).where(Message.ticket_number == number)).scalar() == "human"
     assert len(acks(app)) == 1
+
+
+def test_admin_lists_and_removes_suppressions(write_config: Callable[..., Path]) -> None:
+    config = write_config()
+
+    def run(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([sys.executable, "-m", "mailticket", "-c", str(config), *args], input=stdin,
+                              capture_output=True, timeout=120)
+
+    assert run("db", "upgrade").returncode == 0
+    assert run("ingest", stdin=mail(message_id="s1@customer.example")).returncode == 0
+    [ack] = json.loads(run("outbox", "list", "--json").stdout)
+    assert run("ingest", stdin=dsn(ack["message_id"])).returncode == 0
+    [row] = json.loads(run("suppressions", "list", "--json").stdout)
+    assert (row["address"], row["status"], row["active"]) == (ALICE, "5.1.1", True)
+    assert run("suppressions", "remove", ALICE.upper()).returncode == 0
+    assert json.loads(run("suppressions", "list", "--json").stdout) == []
+    assert run("suppressions", "remove", ALICE).returncode == 1
+    assert run("ingest", stdin=mail(message_id="s2@customer.example", subject="mailbox fixed")).returncode == 0
+    assert len(json.loads(run("outbox", "list", "--json").stdout)) == 2  # acknowledged again
