@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from mailticket.app import App
 from mailticket.store import repo
@@ -43,8 +43,7 @@ def status_report(app: App) -> dict[str, Any]:
                 }
             mailboxes.append(entry)
         inbox = repo.count_by_state(session)
-        counted = session.execute(select(OutboxRow.state, func.count()).group_by(OutboxRow.state)).all()
-        outbox = {state: count for state, count in counted}
+        outbox = repo.count_by_state(session, OutboxRow)
     return {
         "config": settings.source,
         "smtp": {"listen": [str(listener) for listener in settings.smtp.listen]},

@@ -11,7 +11,7 @@ import re
 import shlex
 import socket
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,23 +128,28 @@ DEFAULT_NO_AUTO_REPLY = (
 _PERIOD_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-@dataclass(frozen=True)
-class LimitSettings:
-    """Outbound auto-mail limits: ``[limits]``."""
-
-    # (most mails, per seconds), checked per recipient address over every automatic kind
-    ladder: tuple[tuple[int, int], ...] = ((10, 600), (25, 3600), (100, 86400))
-    # full-match regexes on the local part: never any automatic mail to these
-    no_auto_reply: tuple[str, ...] = DEFAULT_NO_AUTO_REPLY
-    bounce_suppress_days: float = 30.0
-
-
 def parse_rate(item: str) -> tuple[int, int] | None:
     """"10/10m" -> (10, 600); units s, m, h, d."""
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d*)\s*([smhd])\s*", item)
     if not match or int(match.group(1)) < 1:
         return None
     return int(match.group(1)), int(match.group(2) or 1) * _PERIOD_UNITS[match.group(3)]
+
+
+def parse_ladder(items: Sequence[str]) -> tuple[tuple[int, int], ...]:
+    """The valid rungs, shortest period first."""
+    return tuple(sorted(x for x in (parse_rate(item) for item in items) if x is not None))
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """Outbound auto-mail limits: ``[limits]``."""
+
+    # (most mails, per seconds), checked per recipient address over every automatic kind
+    ladder: tuple[tuple[int, int], ...] = parse_ladder(DEFAULT_LADDER)
+    # full-match regexes on the local part: never any automatic mail to these
+    no_auto_reply: tuple[str, ...] = DEFAULT_NO_AUTO_REPLY
+    bounce_suppress_days: float = 30.0
 
 
 def _limits(r: _Reader, data: Mapping[str, Any]) -> LimitSettings:
@@ -166,7 +171,7 @@ def _limits(r: _Reader, data: Mapping[str, Any]) -> LimitSettings:
 
     ladder = r.get(table, "auto_mail_per_recipient", list, list(DEFAULT_LADDER), where, rates)
     return LimitSettings(
-        ladder=tuple(sorted(x for x in (parse_rate(item) for item in ladder) if x is not None)),
+        ladder=parse_ladder(ladder),
         no_auto_reply=tuple(str(x) for x in r.get(table, "no_auto_reply", list, list(DEFAULT_NO_AUTO_REPLY), where,
                                                   patterns)),
         bounce_suppress_days=float(r.get(table, "bounce_suppress_days", (int, float), 30, where,

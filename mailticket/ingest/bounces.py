@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 from mailticket.domain import ParsedMail
 
+# Parts that carry the returned message, or its headers.
+RETURNED_TYPES = frozenset({"message/rfc822", "text/rfc822-headers", "message/rfc822-headers"})
 _FIELD_BLOCK = re.compile(rb"\r?\n\r?\n")
 _STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _SMTP_CODE = re.compile(r"(?<![\d.])([45]\d\d)(?:[ -]|$)")
@@ -134,7 +136,7 @@ def _from_text(text: str, ours: set[str]) -> list[FailedRecipient]:
 
 def _original_message_id(mail: ParsedMail) -> str:
     for attachment in mail.attachments:
-        if attachment.content_type in {"message/rfc822", "text/rfc822-headers", "message/rfc822-headers"}:
+        if attachment.content_type in RETURNED_TYPES:
             headers = attachment.content.split(b"\n\n", 1)[0].split(b"\r\n\r\n", 1)[0]
             match = _MESSAGE_ID_LINE.search(headers.decode("utf-8", "replace"))
             if match:

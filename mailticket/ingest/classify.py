@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mailticket.domain import Envelope, ParsedMail, Verdict, VerdictKind
-from mailticket.ingest.bounces import FAILURE_TEXT
+from mailticket.ingest.bounces import FAILURE_TEXT, RETURNED_TYPES
 
 LOOP_HEADER = "X-Mailticket-Loop"
 OWN_MESSAGE_ID_PREFIX = "mt."
@@ -30,7 +30,6 @@ _OOO_SUBJECT_ALONE = re.compile(
 _BOUNCE_SUBJECT = re.compile(
     r"(undeliver|returned mail|delivery (status )?(notification|failure|failed|report)|mail delivery|"
     r"failure notice|non[- ]?delivery|could not be delivered|delivery problem|メールエラー|delivery error)", re.I)
-_RETURNED_TYPES = {"message/rfc822", "text/rfc822-headers", "message/rfc822-headers"}
 # An SMTP reply with an enhanced status ("550 5.1.1"), or an enhanced status in parentheses ("(#5.1.1)").
 _SMTP_STATUS = re.compile(r"\b[45]\d\d[ -][45]\.\d{1,3}\.\d{1,3}\b|\(#[45]\.\d{1,3}\.\d{1,3}\)")
 _COMPLAINT_SUBJECT = re.compile(r"^\s*complaint about message from\b", re.I)
@@ -99,7 +98,7 @@ def _bounce_text(mail: ParsedMail, envelope: Envelope, me: Identity) -> Verdict 
         or _auto_submitted_keyword(mail) not in (None, "no", "")
     )
     if not machine and _BOUNCE_SUBJECT.search(mail.subject):
-        returned = any(a.content_type in _RETURNED_TYPES for a in mail.attachments)
+        returned = any(a.content_type in RETURNED_TYPES for a in mail.attachments)
         machine = returned or _SMTP_STATUS.search(mail.text[:100_000]) is not None
     if not machine:
         return None

@@ -145,6 +145,7 @@ def stale_sending(session: Session, now: dt.datetime) -> Sequence[OutboxRow]:
     ).scalars().all()
 
 
-def count_by_state(session: Session) -> dict[str, int]:
-    rows = session.execute(select(RawMessage.state, func.count()).group_by(RawMessage.state)).all()
+def count_by_state(session: Session, model: type[RawMessage] | type[OutboxRow] = RawMessage) -> dict[str, int]:
+    """How many rows of the inbox (raw messages) or the outbox are in each state."""
+    rows = session.execute(select(model.state, func.count()).group_by(model.state)).all()
     return {state: count for state, count in rows}
