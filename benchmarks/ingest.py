@@ -35,12 +35,15 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.databases import scratch_database
 
 SCALE_MESSAGES = 20_000
 ATTACHMENT_BYTES = 100 * 1024
@@ -250,25 +253,8 @@ def run_child(args: list[str], cwd: Path) -> tuple[float, float, str]:
 @contextlib.contextmanager
 def database(workdir: Path, postgres: str | None) -> Iterator[str]:
     """A database URL nobody else uses: a SQLite file, or a fresh PostgreSQL schema (dropped after)."""
-    if not postgres:
-        yield f"sqlite:///{workdir / 'mailticket.db'}"
-        return
-    from sqlalchemy import create_engine, text
-
-    admin_url = postgres
-    if admin_url.startswith("postgresql://"):
-        admin_url = "postgresql+psycopg://" + admin_url[len("postgresql://"):]
-    schema = f"mt_bench_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in postgres else "?"
-    try:
-        yield f"{postgres}{separator}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
+    with scratch_database(workdir, postgres, "mt_bench") as url:
+        yield url
 
 
 def _toml(value: str) -> str:

@@ -5,19 +5,24 @@ and an App wired with a frozen clock.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import func, select
 
 from mailticket.app import App
 from mailticket.clock import FrozenClock
+from mailticket.domain import Envelope
 from mailticket.settings import Settings, load
+from tests.databases import scratch_database
 
 POSTGRES_URL = os.environ.get("MAILTICKET_TEST_POSTGRES_URL", "")
 REQUIRE_INTEGRATION = os.environ.get("MAILTICKET_REQUIRE_INTEGRATION") == "1"
@@ -42,20 +47,8 @@ def corpus() -> Path:
 @pytest.fixture
 def database_url(tmp_path: Path) -> Iterator[str]:
     """A database nobody else uses: a SQLite file, or a fresh PostgreSQL schema."""
-    if not POSTGRES_URL:
-        yield f"sqlite:///{tmp_path / 'mailticket.db'}"
-        return
-    schema = f"mt_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in POSTGRES_URL else "?"
-    try:
-        yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
+    with scratch_database(tmp_path, POSTGRES_URL, "mt_test") as url:
+        yield url
 
 
 def free_port() -> int:
@@ -157,6 +150,32 @@ def make_app(settings: Settings, clock: FrozenClock) -> Iterator[Callable[..., A
 @pytest.fixture
 def app(make_app: Callable[..., App]) -> App:
     return make_app()
+
+
+def run_cli(config: Path, *args: str, stdin: bytes = b"", env: dict[str, str] | None = None,
+            cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
+    """`python -m mailticket -c CONFIG ARGS...` as an admin or an MTA runs it."""
+    return subprocess.run([sys.executable, "-m", "mailticket", "-c", str(config), *args], input=stdin,
+                          capture_output=True, timeout=120, env={**os.environ, **(env or {})}, cwd=cwd)
+
+
+def as_json(result: subprocess.CompletedProcess[bytes]) -> object:
+    assert result.returncode == 0, result.stderr.decode()
+    return json.loads(result.stdout)
+
+
+def ingest(app: App, raw: bytes, source: str = "pipe") -> tuple[int | None, str]:
+    """Store and process one message: (its ticket, the decision), or (None, "duplicate")."""
+    accepted = app.inbox.accept(raw, Envelope(source))
+    if accepted.duplicate:
+        return None, "duplicate"
+    [outcome] = app.pipeline.process([accepted.raw_id])
+    return outcome.ticket_number, outcome.decision
+
+
+def count(app: App, model: Any) -> int:
+    with app.db.transaction() as s:
+        return int(s.execute(select(func.count()).select_from(model)).scalar_one())
 
 
 def mail(

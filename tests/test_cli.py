@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import mailbox
-import os
 import signal
 import smtplib
 import subprocess
@@ -18,18 +16,8 @@ import pytest
 from mailticket.app import App
 from mailticket.domain import Envelope
 from mailticket.settings import load
-from tests.conftest import mail
-
-
-def run(config: Path, *args: str, stdin: bytes = b"", env: dict[str, str] | None = None,
-        cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "mailticket", "-c", str(config), *args], input=stdin,
-                          capture_output=True, timeout=120, env={**os.environ, **(env or {})}, cwd=cwd)
-
-
-def as_json(result: subprocess.CompletedProcess[bytes]) -> object:
-    assert result.returncode == 0, result.stderr.decode()
-    return json.loads(result.stdout)
+from tests.conftest import as_json, mail
+from tests.conftest import run_cli as run
 
 
 def test_ingest_tickets_and_outbox_json(write_config: Callable[..., Path]) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import json
-import os
 import signal
 import smtplib
 import subprocess
@@ -26,7 +26,7 @@ from mailticket.sources.imap import ImapPoller
 from mailticket.sources.imapconn import ImapSetupError, connect
 from mailticket.sources.imaprun import ImapRunner
 from mailticket.store.models import Event, Message, RawMessage, SourceStatus, Ticket
-from tests.conftest import mail, skip_or_fail
+from tests.conftest import count, mail, run_cli, skip_or_fail
 from tests.dovecot import Dovecot
 from tests.tcpproxy import FreezingProxy
 
@@ -83,11 +83,6 @@ def imap_app(make_app: Callable[..., App], imap_config: Callable[..., Path]) -> 
 def poller_of(app: App) -> ImapPoller:
     (mailbox,) = app.imap_mailboxes
     return app.imap_poller(mailbox)
-
-
-def count(app: App, model: Any) -> int:
-    with app.db.transaction() as s:
-        return int(s.execute(select(func.count()).select_from(model)).scalar_one())
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> float:
@@ -281,9 +276,7 @@ def test_unprocessable_message_goes_to_quarantine_folder(
         mail(message_id="fine@customer.example", subject="no ack needed", headers={"Auto-Submitted": "auto-replied"}),
     ])
 
-    def run(*args: str) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run([sys.executable, "-m", "mailticket", "-c", str(config), *args],
-                              capture_output=True, timeout=120)
+    run = functools.partial(run_cli, config)
 
     assert run("db", "upgrade").returncode == 0
     polled = run("poll", "--once", "--json")
@@ -457,9 +450,7 @@ def test_one_failing_mailbox_does_not_stop_another(
 def test_poll_once_and_status_for_admins(imap_config: Callable[..., Path], dovecot: Dovecot) -> None:
     config = imap_config()
 
-    def run(*args: str) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run([sys.executable, "-m", "mailticket", "-c", str(config), *args],
-                              capture_output=True, timeout=120, env={**os.environ})
+    run = functools.partial(run_cli, config)
 
     assert run("db", "upgrade").returncode == 0
     before = json.loads(run("status", "--json").stdout)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import mailbox
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,15 +23,9 @@ from mailticket.ingest.classify import Identity, classify
 from mailticket.ingest.parse import parse
 from mailticket.settings import load
 from mailticket.store.models import AddressSuppression, Event, Message, OutboxRow, Ticket
-from tests.conftest import free_port, mail
+from tests.conftest import free_port, ingest, mail, run_cli
 
 ALICE = "alice@customer.example"
-
-
-def ingest(app: App, raw: bytes) -> tuple[int | None, str]:
-    accepted = app.inbox.accept(raw, Envelope("pipe"))
-    [outcome] = app.pipeline.process([accepted.raw_id])
-    return outcome.ticket_number, outcome.decision
 
 
 def events(app: App, kind: str, ticket: int | None = None) -> list[str]:
@@ -235,9 +228,7 @@ def test_ping_pong_with_a_naive_autoresponder_ends(
 def test_explain_shows_the_decision_path(write_config: Callable[..., Path]) -> None:
     config = write_config()
 
-    def run(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run([sys.executable, "-m", "mailticket", "-c", str(config), *args], input=stdin,
-                              capture_output=True, timeout=120)
+    run = functools.partial(run_cli, config)
 
     assert run("db", "upgrade").returncode == 0
     assert run("ingest", stdin=mail(message_id="why@customer.example")).returncode == 0
@@ -363,9 +354,7 @@ def test_customers_writing_about_delivery_problems_are_human(app: App, raw: byte
 def test_admin_lists_and_removes_suppressions(write_config: Callable[..., Path]) -> None:
     config = write_config()
 
-    def run(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run([sys.executable, "-m", "mailticket", "-c", str(config), *args], input=stdin,
-                              capture_output=True, timeout=120)
+    run = functools.partial(run_cli, config)
 
     assert run("db", "upgrade").returncode == 0
     assert run("ingest", stdin=mail(message_id="s1@customer.example")).returncode == 0

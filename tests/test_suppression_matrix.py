@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from mailticket.app import App
 from mailticket.clock import FrozenClock
@@ -23,7 +23,7 @@ from mailticket.ingest.classify import LOOP_HEADER, OWN_MESSAGE_ID_PREFIX
 from mailticket.ingest.pipeline import Outcome
 from mailticket.settings import Settings
 from mailticket.store.models import Event, Message, OutboxRow, Ticket
-from tests.conftest import mail
+from tests.conftest import count, mail
 
 CUSTOMER = "alice@customer.example"
 
@@ -190,11 +190,6 @@ def events(app: App, ticket_number: int, kind: str) -> list[str]:
         return list(s.execute(
             select(Event.detail).where(Event.ticket_number == ticket_number, Event.kind == kind).order_by(Event.id)
         ).scalars())
-
-
-def count(app: App, model: type) -> int:
-    with app.db.transaction() as s:
-        return int(s.execute(select(func.count()).select_from(model)).scalar_one())
 
 
 def assert_reason(reason: str, fragments: tuple[str, ...]) -> None:

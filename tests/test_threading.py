@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from mailticket.app import App
 from mailticket.domain import Envelope, TicketStatus
 from mailticket.store.models import Message, OutboxRow, RawMessage, Ticket
-from tests.conftest import mail
-
-
-def ingest(app: App, raw: bytes, source: str = "pipe") -> tuple[int | None, str]:
-    accepted = app.inbox.accept(raw, Envelope(source))
-    if accepted.duplicate:
-        return None, "duplicate"
-    [outcome] = app.pipeline.process([accepted.raw_id])
-    return outcome.ticket_number, outcome.decision
-
-
-def count(app: App, model: type) -> int:
-    with app.db.transaction() as s:
-        return int(s.execute(select(func.count()).select_from(model)).scalar_one())
+from tests.conftest import count, ingest, mail
 
 
 def test_reply_by_in_reply_to_joins_ticket(app: App) -> None:
