@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import shutil
 import smtplib
 import socket
@@ -24,9 +25,9 @@ from mailticket.app import App
 from mailticket.ingest.committer import GroupCommitter
 from mailticket.ingest.inbox import Accepted
 from mailticket.settings import Listener, Settings
-from mailticket.sources.smtp import SmtpListener
+from mailticket.sources.smtp import SmtpListener, normalize_line_ends
 from mailticket.store.db import Database
-from mailticket.store.models import RawMessage, Ticket
+from mailticket.store.models import Message, RawMessage, Ticket
 from tests.conftest import POSTGRES_URL, mail, skip_or_fail
 
 SUPPORT = "support@example.com"
@@ -196,6 +197,8 @@ class ExplodingInbox:
     def accept_many(self, items: object) -> list[Accepted]:
         raise RuntimeError("injected intake failure")
 
+    accept_each = accept_many  # the committer's entry point
+
 
 def test_unexpected_exception_gives_451_never_5xx(serve_smtp: Callable[..., Running], app: App) -> None:
     srv = serve_smtp(app=app, committer=GroupCommitter(ExplodingInbox()))  # type: ignore[arg-type]
@@ -204,25 +207,114 @@ def test_unexpected_exception_gives_451_never_5xx(serve_smtp: Callable[..., Runn
     assert info.value.smtp_code == 451
 
 
-SMUGGLING = [
-    b"Subject: one\r\n\r\nbody\n.\r\nMAIL FROM:<evil@x.example>\r\nRCPT TO:<support@example.com>\r\nDATA\r\n"
-    b"Subject: smuggled\r\n\r\nx\r\n.\r\n",
-    b"Subject: one\r\n\r\nbody\r\n.\nMAIL FROM:<evil@x.example>\r\n",
-    b"Subject: one\r\n\r\nbody\n.\nMAIL FROM:<evil@x.example>\r\n",
-    b"Subject: one\r\n\r\nbody\r.\rMAIL FROM:<evil@x.example>\r\n",
-    b"Subject: a\nBcc: victim@x.example\r\n\r\nbody\r\n",
-]
+def data_session(port: int, data: bytes) -> list[str]:
+    """One transaction over a raw socket: ``data`` (ending in CRLF.CRLF) and QUIT in one write,
+    then every reply up to the close, so a smuggled command would show as an extra reply."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        stream = sock.makefile("rb")
+        replies = [stream.readline().decode()]
+        for command in (b"EHLO client.example\r\n", b"MAIL FROM:<a@customer.example>\r\n",
+                        b"RCPT TO:<support@example.com>\r\n", b"DATA\r\n"):
+            sock.sendall(command)
+            line = stream.readline().decode()
+            while line[3:4] == "-":
+                line = stream.readline().decode()
+            replies.append(line)
+        sock.sendall(data + b"QUIT\r\n")
+        replies += [line.decode() for line in stream]
+    return replies
 
 
-@pytest.mark.parametrize("payload", SMUGGLING)
-def test_smuggling_never_makes_two_messages_or_headers(serve_smtp: Callable[..., Running], payload: bytes) -> None:
+@pytest.mark.parametrize(("data", "expected"), [
+    (b"", b""),
+    (b"a\r\nb\r\n", b"a\r\nb\r\n"),
+    (b"a\nb\n", b"a\r\nb\r\n"),
+    (b"a\rb\r", b"a\r\nb\r\n"),
+    (b"a\r\r\n", b"a\r\n\r\n"),
+    (b"a\n\r\n", b"a\r\n\r\n"),
+    (b"a\n\rb", b"a\r\n\r\nb"),
+    (b"\n\n", b"\r\n\r\n"),
+    (b"Subject: a\nBcc: v@x.example\r\n\r\nbody\r\n", b"Subject: a\r\nBcc: v@x.example\r\n\r\nbody\r\n"),
+    # Dot-unstuffing: aiosmtpd did the first line and every line after a CRLF; we do the rest, once.
+    (b".x\nb\r\n", b".x\r\nb\r\n"),
+    (b"a\r\n..x\r\n", b"a\r\n..x\r\n"),
+    (b"a\n..x\r\n", b"a\r\n.x\r\n"),
+    (b"a\r..x\r\n", b"a\r\n.x\r\n"),
+    (b"a\n.x\n", b"a\r\nx\r\n"),
+    (b"a\n..\n", b"a\r\n.\r\n"),
+    # A lone dot after a bare line end is an empty line of the same message (LF.LF, CR.CR, LF.CRLF).
+    (b"a\n.\nb\r\n", b"a\r\n\r\nb\r\n"),
+    (b"a\r.\rb\r\n", b"a\r\n\r\nb\r\n"),
+    (b"a\n.\r\nb\r\n", b"a\r\n\r\nb\r\n"),
+    (b"a\r.\r\nb\r\n", b"a\r\n\r\nb\r\n"),
+])
+def test_normalize_line_ends(data: bytes, expected: bytes) -> None:
+    out = normalize_line_ends(data)
+    assert out == expected
+    assert re.search(rb"\r(?!\n)|(?<!\r)\n", out) is None  # only CRLF left
+    assert normalize_line_ends(out) == out
+
+
+def test_bare_lf_mail_is_accepted_and_stored_with_crlf(serve_smtp: Callable[..., Running]) -> None:
     srv = serve_smtp()
-    replies = raw_session(srv.port, [
-        b"EHLO client.example\r\n", b"MAIL FROM:<a@customer.example>\r\n", b"RCPT TO:<support@example.com>\r\n",
-        b"DATA\r\n", payload + b".\r\n",
-    ])
-    assert replies[-1].startswith("550 5.5.2"), replies
-    assert srv.count(RawMessage) == 0
+    crlf = mail(subject="Old client", body="Hello,\n.dotted line\nbye\n", message_id="lf@customer.example")
+    # What an old client sends: LF line ends, its dot-stuffing done on LF lines, CRLF.CRLF at the end.
+    sent = crlf.replace(b"\r\n", b"\n").replace(b"\n.", b"\n..") + b"\r\n.\r\n"
+    replies = data_session(srv.port, sent)
+    assert [r[:3] for r in replies] == ["220", "250", "250", "250", "354", "250", "221"], replies
+    assert replies[-2].startswith("250 2.0.0 Ok: queued as")
+    with srv.app.db.transaction() as s:
+        [raw] = s.execute(select(RawMessage.raw)).scalars().all()
+    assert raw == crlf + b"\r\n"
+    [outcome] = srv.app.pipeline.drain()
+    assert outcome.decision == "new_ticket"
+    with srv.app.db.transaction() as s:
+        ticket = s.execute(select(Ticket)).scalar_one()
+        assert ticket.subject == "Old client"
+        message = s.execute(select(Message).where(Message.raw_id == outcome.raw_id)).scalar_one()
+        assert message.text.replace("\r\n", "\n").strip() == "Hello,\n.dotted line\nbye"
+
+
+SMUGGLED = (b"MAIL FROM:<evil@x.example>\r\nRCPT TO:<support@example.com>\r\nDATA\r\n"
+            b"From: evil@x.example\r\nSubject: smuggled\r\nMessage-ID: <smuggled@x.example>\r\n\r\nx\r\n")
+SMUGGLING = {  # the would-be end of DATA after "body", as the smuggling attacks send it
+    "LF.LF": b"\n.\n", "CR.CR": b"\r.\r", "LF.CRLF": b"\n.\r\n", "CRLF.LF": b"\r\n.\n",
+    "CR.CRLF": b"\r.\r\n", "CRLF.CR": b"\r\n.\r",
+}
+
+
+@pytest.mark.parametrize("end", SMUGGLING.values(), ids=SMUGGLING.keys())
+def test_smuggling_never_makes_a_second_message(serve_smtp: Callable[..., Running], end: bytes) -> None:
+    srv = serve_smtp()
+    first = mail(subject="one", body="body", message_id="one@customer.example")
+    replies = data_session(srv.port, first + end + SMUGGLED + b".\r\n")
+    # One DATA, one 354, one queued 250, then QUIT: the smuggled MAIL/RCPT/DATA never ran as commands.
+    assert [r[:3] for r in replies] == ["220", "250", "250", "250", "354", "250", "221"], replies
+    with srv.app.db.transaction() as s:
+        [row] = s.execute(select(RawMessage)).scalars().all()
+        assert row.mail_from == "a@customer.example"
+        # The dot line became an empty line; the would-be second message is body text of the first.
+        assert row.raw == first + b"\r\n\r\n" + SMUGGLED
+    [outcome] = srv.app.pipeline.drain()
+    assert outcome.decision == "new_ticket"
+    assert srv.count(Ticket) == 1
+    with srv.app.db.transaction() as s:
+        ticket = s.execute(select(Ticket)).scalar_one()
+        assert ticket.subject == "one" and ticket.requester == "alice@customer.example"
+        message = s.execute(select(Message).where(Message.raw_id == outcome.raw_id)).scalar_one()
+        assert "MAIL FROM:<evil@x.example>" in message.text and "Subject: smuggled" in message.text
+
+
+def test_bare_lf_header_is_a_header_of_the_same_message(serve_smtp: Callable[..., Running]) -> None:
+    srv = serve_smtp()
+    data = (b"From: a@customer.example\nTo: support@example.com\nSubject: a\nBcc: victim@x.example\r\n"
+            b"Message-ID: <hdr@customer.example>\r\n\r\nbody\r\n.\r\n")
+    replies = data_session(srv.port, data)
+    assert [r[:3] for r in replies] == ["220", "250", "250", "250", "354", "250", "221"], replies
+    with srv.app.db.transaction() as s:
+        [raw] = s.execute(select(RawMessage.raw)).scalars().all()
+    # Stored as the email parser reads it: the bytes and the parse agree on every header line.
+    assert raw == data[:-3].replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 def test_starttls_command_injection_is_ignored(serve_smtp: Callable[..., Running], tmp_path: Path) -> None:
@@ -343,6 +435,12 @@ class SlowInbox:
         self.started.set()
         time.sleep(1.0)
         result: list[Accepted] = self.inner.accept_many(items)
+        return result
+
+    def accept_each(self, items: Any) -> list[Accepted | Exception]:  # the committer's entry point
+        self.started.set()
+        time.sleep(1.0)
+        result: list[Accepted | Exception] = self.inner.accept_each(items)
         return result
 
 

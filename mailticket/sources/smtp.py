@@ -2,11 +2,17 @@
 
 - RCPT: only our support addresses (case-insensitive, +extension allowed);
   anything else 550 5.1.1. Never a relay. AUTH is never offered.
-- DATA: bare CR or LF anywhere in the data is refused (550 5.5.2), so no
-  smuggled second message or header can appear; otherwise the bytes go to
-  the group committer off the event loop and the client hears 250 with our
-  queue id after the commit, 451 4.3.0 on any failure before it (never
-  aiosmtpd's default 500).
+- DATA ends only on <CR><LF>.<CR><LF> (aiosmtpd >= 1.4.5 reads CRLF lines
+  only), as Postfix's default ``smtpd_forbid_bare_newline = normalize``: a
+  bare LF (or CR) inside is a line end, stored as CRLF, and a line after it
+  is dot-unstuffed like any other (see ``normalize_line_ends``). So a dot
+  line next to a bare line end (LF.LF, CR.CR, LF.CRLF, CRLF.LF) never ends
+  the message: whatever follows stays inside the same message's bytes, no
+  second message or MAIL FROM can be smuggled, and an old client's bare-LF
+  mail is accepted, not bounced.
+  The bytes go to the group committer off the event loop and the client
+  hears 250 with our queue id after the commit, 451 4.3.0 on any failure
+  before it (never aiosmtpd's default 500).
 - Limits: SIZE, total and per-IP connections (421 past them), an idle
   timeout for commands and DATA.
 - LMTP listeners answer DATA once per recipient.
@@ -36,7 +42,35 @@ from mailticket.settings import Listener, Settings
 log = logging.getLogger("mailticket.smtp")
 
 _BARE_CR_OR_LF = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+_LINE_END = re.compile(rb"(\r\n|\r|\n)")
 TEMPFAIL = "451 4.3.0 Temporary failure storing the message, please try again later"
+
+
+def normalize_line_ends(data: bytes) -> bytes:
+    """DATA as aiosmtpd unstuffed it -> every line ending in CRLF, as Postfix's ``normalize`` does.
+
+    aiosmtpd splits DATA on CRLF only, ends it only on CRLF.CRLF and removes one
+    leading dot from each CRLF line. Here every bare LF becomes CRLF, and so does
+    every bare CR: Python's email parser (and so our parse step) takes a bare CR
+    as a line end too, so storing CRLF makes the stored bytes say exactly what
+    the parser sees (no header hiding behind a CR that a later reader would not
+    split on). A line that starts after a bare CR or LF was never unstuffed by
+    aiosmtpd, so it loses one leading dot here, as Postfix would do for a line
+    after a bare LF: every line of the stored message is unstuffed exactly once,
+    whatever ended the line before it. A lone "." after a bare line end thus
+    becomes an empty line of the same message; it never ends DATA (that was
+    aiosmtpd's CRLF.CRLF alone). Linear time; CRLF-only data comes back as is.
+    """
+    if _BARE_CR_OR_LF.search(data) is None:
+        return data
+    parts = _LINE_END.split(data)  # [line, end, line, end, ..., last line]
+    out = [parts[0]]
+    for index in range(1, len(parts) - 1, 2):
+        line = parts[index + 1]
+        if parts[index] != b"\r\n" and line.startswith(b"."):
+            line = line[1:]
+        out.append(line)
+    return b"\r\n".join(out)
 
 
 class InboxHandler:
@@ -66,9 +100,7 @@ class InboxHandler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: SmtpEnvelope) -> str:
-        content = envelope.original_content or b""
-        if _BARE_CR_OR_LF.search(content):
-            return self._per_recipient(envelope, "550 5.5.2 Bare CR or LF in message data is not allowed")
+        content = normalize_line_ends(envelope.original_content or b"")
         peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
         mail_from = envelope.mail_from or ""
         source = "lmtp" if self._lmtp else "smtp"
