@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 from collections.abc import Callable
 from email.utils import parseaddr
 
 from mailticket.clock import Clock, SystemClock
-from mailticket.errors import SchemaError
+from mailticket.errors import ConfigError, SchemaError
 from mailticket.ingest.inbox import Inbox
 from mailticket.ingest.pipeline import Pipeline
+from mailticket.marks import MessageIdSigner
 from mailticket.outbox.queue import OutboxWriter
 from mailticket.outbox.render import Renderer
 from mailticket.outbox.sender import Sender
 from mailticket.outbox.transport import Transport, make_transport
 from mailticket.rules import Rules
-from mailticket.settings import MailboxSettings, Settings
+from mailticket.settings import IdentitySettings, MailboxSettings, Settings
 from mailticket.sources.imap import ImapPoller
 from mailticket.sources.status import StatusBoard
 from mailticket.store.db import Database
@@ -38,10 +41,11 @@ class App:
         self.clock: Clock = clock or SystemClock()
         self.db = database or Database.from_url(settings.database_url)
         self.renderer = Renderer(settings.template_dir)
-        self.outbox_writer = OutboxWriter(self.renderer, settings.message_id_domain, settings.loop_token)
+        self.signer = MessageIdSigner(settings.message_id_domain, lambda: install_secret(settings.identity))
+        self.outbox_writer = OutboxWriter(self.renderer, self.signer, settings.loop_token)
         self.rules = Rules(settings, self.outbox_writer)
         self.inbox = Inbox(self.db, self.clock)
-        self.pipeline = Pipeline(self.db, settings, self.clock, self.rules)
+        self.pipeline = Pipeline(self.db, settings, self.clock, self.rules, self.signer)
         envelope_from = parseaddr(settings.outbound.from_address)[1] or settings.mailboxes[0].address
         self.sender = Sender(
             self.db,
@@ -73,3 +77,36 @@ class App:
 
     def close(self) -> None:
         self.db.dispose()
+
+
+def install_secret(identity: IdentitySettings) -> bytes:
+    """The configured secret, else the generated one (made on first use, mode 0600)."""
+    if identity.secret is not None:
+        return identity.secret.encode("utf-8")
+    path = identity.generated_file
+    try:
+        return path.read_text(encoding="ascii").strip().encode("ascii")
+    except FileNotFoundError:
+        pass
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"identity.secret_file: cannot read the generated secret {path}: {exc}"]) from None
+    value = secrets.token_hex(32)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(value + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, path)  # atomic: a second process starting at once keeps the first one's secret
+        except FileExistsError:
+            return path.read_text(encoding="ascii").strip().encode("ascii")
+        finally:
+            os.unlink(temporary)
+    except OSError as exc:
+        raise ConfigError([f"identity.secret_file: cannot create {path} ({exc.strerror}); create it, or set "
+                           "[identity] secret_file / secret_env / secret_credential"]) from None
+    log.info("generated the install secret in %s", path)
+    return value.encode("ascii")

@@ -234,6 +234,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"smtp listen: {', '.join(report['smtp']['listen']) or '(none)'}")
     print("inbox: " + (", ".join(f"{k} {v}" for k, v in sorted(report["inbox"].items())) or "empty"))
     print("outbox: " + (", ".join(f"{k} {v}" for k, v in sorted(report["outbox"].items())) or "empty"))
+    if report["outbox_uncertain"]:
+        print(f"{report['outbox_uncertain']} uncertain: check, then `mailticket outbox retry --uncertain`")
     rows = []
     for m in report["mailboxes"]:
         imap = m["imap"]
@@ -269,6 +271,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(f"  verdict: {report['verdict']} ({report['verdict_reason']})")
     if report["ticket"] is not None:
         print(f"  ticket: #{report['ticket']}")
+    for other in report["same_message_id"]:
+        ticket = f" (ticket #{other['ticket']})" if other["ticket"] is not None else ""
+        print(f"  note: a different message reused this Message-ID: raw #{other['raw_id']}{ticket}; "
+              "the steps below include its own")
     for step in report["steps"]:
         print(f"  {step['at'][:19]}  {step['kind']:<18} {step['detail']}")
     for m in report["mails"]:
@@ -315,12 +321,15 @@ def cmd_suppressions_remove(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+UNKNOWN_SENDER = "(sender unknown)"
+
+
 def _ticket_summary(t: Ticket) -> dict[str, Any]:
     return {
         "number": t.number, "subject": t.subject, "status": t.status, "priority": t.priority,
         "queue": t.queue, "requester": t.requester, "assignee": t.assignee,
         "needs_review": t.needs_review, "created_at": t.created_at.isoformat(),
-        "updated_at": t.updated_at.isoformat(),
+        "updated_at": t.updated_at.isoformat(), "linked_to": t.linked_to,
     }
 
 
@@ -335,13 +344,14 @@ def cmd_tickets_list(args: argparse.Namespace) -> int:
         _print_json(tickets)
     else:
         _table(["#", "status", "requester", "subject"],
-               [[t["number"], t["status"], t["requester"], t["subject"]] for t in tickets])
+               [[t["number"], t["status"], t["requester"] or UNKNOWN_SENDER, t["subject"]] for t in tickets])
     return EX_OK
 
 
 def _message_dict(m: Message) -> dict[str, Any]:
     return {
         "message_id": m.message_id, "direction": m.direction, "from": m.from_addr, "from_name": m.from_name,
+        "from_header": m.from_header,
         "to": m.to_addrs, "cc": m.cc_addrs, "subject": m.subject,
         "date": m.date.isoformat() if m.date else None, "author_role": m.author_role,
         "verdict": m.verdict, "verdict_reason": m.verdict_reason, "visible_text": m.visible_text,
@@ -364,9 +374,14 @@ def cmd_tickets_show(args: argparse.Namespace) -> int:
         _print_json(data)
         return EX_OK
     print(f"#{data['number']}  {data['subject']}")
-    print(f"status {data['status']}  priority {data['priority']}  queue {data['queue']}  requester {data['requester']}")
+    requester = data["requester"] or UNKNOWN_SENDER
+    print(f"status {data['status']}  priority {data['priority']}  queue {data['queue']}  requester {requester}")
+    if data["linked_to"] is not None:
+        print(f"linked to #{data['linked_to']} (its mail referenced that ticket, whose participants do not "
+              "include the sender)")
     for m in data["messages"]:
-        print(f"\n--- {m['direction']} {m['date'] or ''} from {m['from']}  [{m['verdict'] or 'outbound'}]")
+        sender = m["from"] or f"{UNKNOWN_SENDER}, From: {m['from_header']!r}"
+        print(f"\n--- {m['direction']} {m['date'] or ''} from {sender}  [{m['verdict'] or 'outbound'}]")
         print(m["visible_text"])
         for a in m["attachments"]:
             print(f"    attachment: {a['filename']} ({a['content_type']}, {a['size']} bytes, "
@@ -397,11 +412,28 @@ def cmd_outbox_list(args: argparse.Namespace) -> int:
 
 def cmd_outbox_retry(args: argparse.Namespace) -> int:
     app = _app(args)
-    row = app.sender.retry(args.id)
+    try:
+        if args.uncertain:
+            ids = app.sender.retry_uncertain()
+            if args.json:
+                _print_json({"queued": ids})
+            else:
+                print(f"outbox: {len(ids)} uncertain mail(s) queued again" + "".join(f" #{i}" for i in ids))
+            return EX_OK
+        row = app.sender.retry(args.id)
+    finally:
+        app.close()
     if row is None:
         print(f"outbox retry: no outbox row {args.id}", file=sys.stderr)
         return 1
-    print(f"outbox #{row.id}: {row.state}")
+    if row.state != "queued":
+        print(f"outbox retry: #{row.id} is {row.state}; only failed or uncertain mail is queued again",
+              file=sys.stderr)
+        return 1
+    if args.json:
+        _print_json({"queued": [row.id]})
+    else:
+        print(f"outbox #{row.id}: {row.state}")
     return EX_OK
 
 
@@ -491,10 +523,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     outbox = add("outbox", lambda a: EX_USAGE, "outbound mail").add_subparsers(dest="o", required=True)
     p = add("list", cmd_outbox_list, "list outbound mail", outbox)
-    p.add_argument("--state", choices=["queued", "sending", "sent", "failed", "uncertain"])
+    p.add_argument("--state", choices=["queued", "sending", "delivering", "sent", "failed", "uncertain"])
     p.add_argument("--json", action="store_true")
-    p = add("retry", cmd_outbox_retry, "queue a failed or uncertain mail again", outbox)
-    p.add_argument("id", type=int)
+    p = add("retry", cmd_outbox_retry, "queue a failed or uncertain mail again (after checking)", outbox)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", type=int, nargs="?", help="one outbox row")
+    which.add_argument("--uncertain", action="store_true", help="every uncertain row")
+    p.add_argument("--json", action="store_true")
 
     quarantine = add("quarantine", lambda a: EX_USAGE, "messages that could not be processed")
     qsub = quarantine.add_subparsers(dest="q", required=True)

@@ -45,10 +45,11 @@ class VerdictKind(enum.StrEnum):
 
 class OutboxState(enum.StrEnum):
     QUEUED = "queued"  # waiting for its next attempt
-    SENDING = "sending"  # handed to the transport; a crash leaves it here
+    SENDING = "sending"  # claimed, with the transport, not handed over yet: certainly not delivered
+    DELIVERING = "delivering"  # the hand-over began (DATA, rename into new/): it may have been delivered
     SENT = "sent"
     FAILED = "failed"  # permanent failure or retries exhausted; last_error says why
-    UNCERTAIN = "uncertain"  # interrupted mid-send: not re-sent automatically
+    UNCERTAIN = "uncertain"  # interrupted after the hand-over began: not re-sent automatically
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,8 @@ class ParsedMail:
     content_type: str  # top-level content type
     text_from_html: bool = False  # True when the message had no text/plain body
     report_types: tuple[str, ...] = ()  # report-type of multipart/report parts
+    from_header: str = ""  # the From header as received (decoded for display, one line)
+    from_problem: str = ""  # why From did not parse strictly ("" when it did, or when there is none)
     defects: tuple[str, ...] = field(default=())  # what we worked around
 
     def header(self, name: str) -> str | None:

@@ -8,6 +8,9 @@
   - ``TemporaryError``: try again later (database locked or down, disk full,
     a 4xx from an SMTP server, a connection error). Sources answer 451 / exit 75.
   - ``PermanentError``: retrying cannot help (a 5xx from an SMTP server).
+  - ``BudgetExceeded``: one message's processing ran over its time budget and
+    was stopped; the message is quarantined with this reason (replay it once
+    the cause is fixed).
 """
 
 from __future__ import annotations
@@ -35,3 +38,11 @@ class TemporaryError(MailticketError):
 
 class PermanentError(MailticketError):
     """A failure that retrying cannot fix."""
+
+
+class BudgetExceeded(MailticketError):
+    """Work stopped because it ran over its time budget (not a TemporaryError: the batch goes on)."""
+
+    def __init__(self, seconds: float, note: str = "") -> None:
+        self.seconds = seconds
+        super().__init__(f"processing took longer than {seconds:g} s (ingest.budget){note}")

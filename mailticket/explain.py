@@ -14,9 +14,10 @@ def explain(app: App, message_id: str) -> dict[str, Any] | None:
     """Everything recorded about the message with this Message-ID (angle brackets optional), or None."""
     wanted = message_id.strip().strip("<>").strip()
     with app.db.transaction() as session:
-        raw = session.execute(
+        raws = session.execute(
             select(RawMessage).where(RawMessage.message_id == wanted).order_by(RawMessage.id)
-        ).scalars().first()
+        ).scalars().all()
+        raw = raws[0] if raws else None
         message = session.execute(
             select(Message).where(Message.message_id == wanted).order_by(Message.id)
         ).scalars().first()
@@ -44,6 +45,7 @@ def explain(app: App, message_id: str) -> dict[str, Any] | None:
             "subject": message.subject if message else (outbound.subject if outbound else None),
             "verdict": message.verdict if message else None,
             "verdict_reason": message.verdict_reason if message else None,
+            "same_message_id": [{"raw_id": r.id, "ticket": r.ticket_number} for r in raws[1:]],
             "steps": [{"at": e.created_at.isoformat(), "kind": e.kind, "detail": e.detail} for e in events],
             "mails": [{"id": r.id, "kind": r.kind, "to": r.to_addr, "state": r.state, "message_id": r.message_id,
                        "last_error": r.last_error} for r in queued],

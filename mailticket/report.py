@@ -1,4 +1,5 @@
-"""`mailticket status`: what each source is doing and what waits in the inbox and outbox."""
+"""`mailticket status`: what each source is doing and what waits in the inbox and outbox
+(with the count of uncertain outbound mail, which waits for an admin)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 from sqlalchemy import select
 
 from mailticket.app import App
+from mailticket.domain import OutboxState
 from mailticket.store import repo
 from mailticket.store.models import OutboxRow, SourceStatus
 
@@ -50,4 +52,6 @@ def status_report(app: App) -> dict[str, Any]:
         "mailboxes": mailboxes,
         "inbox": inbox,
         "outbox": outbox,
+        # Mail that may or may not have gone out: an admin checks, then `outbox retry --uncertain`.
+        "outbox_uncertain": outbox.get(OutboxState.UNCERTAIN, 0),
     }

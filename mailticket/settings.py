@@ -196,6 +196,8 @@ class Settings:
     log_level: str
     auto_upgrade: bool = field(default=False)
     limits: LimitSettings = field(default_factory=lambda: LimitSettings())
+    identity: IdentitySettings = field(
+        default_factory=lambda: IdentitySettings(None, Path(DEFAULT_STATE_DIR, "secret")))
     machine_replies: str = "attach"  # machine mail that answers a ticket: "attach" to it, or "review_ticket"
 
     @property
@@ -299,29 +301,30 @@ def _address(value: Any) -> str | None:
     return None if _ADDRESS_RE.match(value) else f"{value!r} is not an email address"
 
 
-def _secret(r: _Reader, data: Mapping[str, Any], where: str, env: Mapping[str, str]) -> str | None:
-    """A secret from password_env, password_file or password_credential; never inline."""
-    if "password" in data:
+def _secret(r: _Reader, data: Mapping[str, Any], where: str, env: Mapping[str, str],
+            kind: str = "password") -> str | None:
+    """A secret from <kind>_env, <kind>_file or <kind>_credential; never inline."""
+    if kind in data:
         r.problems.append(
-            f"{where}password: inline passwords are not accepted; use password_env, "
-            "password_file or password_credential (systemd LoadCredential)"
+            f"{where}{kind}: inline {kind}s are not accepted; use {kind}_env, "
+            f"{kind}_file or {kind}_credential (systemd LoadCredential)"
         )
-    name = r.get(data, "password_env", str, None, where)
-    file = r.get(data, "password_file", str, None, where)
-    credential = r.get(data, "password_credential", str, None, where)
+    name = r.get(data, f"{kind}_env", str, None, where)
+    file = r.get(data, f"{kind}_file", str, None, where)
+    credential = r.get(data, f"{kind}_credential", str, None, where)
     if sum(x is not None for x in (name, file, credential)) > 1:
-        r.problems.append(f"{where}password_env: give only one of password_env, password_file, password_credential")
+        r.problems.append(f"{where}{kind}_env: give only one of {kind}_env, {kind}_file, {kind}_credential")
         return None
     if name is not None:
         if name not in env:
-            r.problems.append(f"{where}password_env: environment variable {name} is not set")
+            r.problems.append(f"{where}{kind}_env: environment variable {name} is not set")
             return None
         return env[name]
     if credential is not None:
         directory = env.get("CREDENTIALS_DIRECTORY")
         if not directory:
             r.problems.append(
-                f"{where}password_credential: $CREDENTIALS_DIRECTORY is not set (use LoadCredential= in the unit)"
+                f"{where}{kind}_credential: $CREDENTIALS_DIRECTORY is not set (use LoadCredential= in the unit)"
             )
             return None
         file = str(Path(directory) / credential)
@@ -329,8 +332,35 @@ def _secret(r: _Reader, data: Mapping[str, Any], where: str, env: Mapping[str, s
         try:
             return Path(file).read_text(encoding="utf-8").strip()
         except OSError as exc:
-            r.problems.append(f"{where}password_file: cannot read {file}: {exc.strerror}")
+            r.problems.append(f"{where}{kind}_file: cannot read {file}: {exc.strerror}")
     return None
+
+
+MIN_SECRET_CHARS = 16
+
+
+@dataclass(frozen=True)
+class IdentitySettings:
+    """The install's secret, which signs our Message-IDs (and later reply tokens).
+
+    ``secret`` is set when the config names one; otherwise the secret lives in
+    ``generated_file``, made on first use by the composition root.
+    """
+
+    secret: str | None
+    generated_file: Path
+
+
+def _identity(r: _Reader, data: Mapping[str, Any], base: Path, env: Mapping[str, str]) -> IdentitySettings:
+    where = "identity."
+    table = r.table(data, "identity")
+    r.unknown(table, {"secret_env", "secret_file", "secret_credential"}, where)
+    secret = _secret(r, table, where, env, kind="secret")
+    if secret is not None and len(secret) < MIN_SECRET_CHARS:
+        r.problems.append(f"{where}secret: at least {MIN_SECRET_CHARS} characters are needed "
+                          "(e.g. `openssl rand -hex 32`)")
+        secret = None
+    return IdentitySettings(secret, base / DEFAULT_STATE_DIR / "secret")
 
 
 def _resolve(base: Path, value: str) -> Path:
@@ -594,7 +624,7 @@ def _smtp(r: _Reader, data: Mapping[str, Any], base: Path) -> SmtpListenSettings
             r.problems.append(f"{where}{name}: {path} is not a readable file")
     return SmtpListenSettings(
         listen=listeners,
-        max_message_size=r.get(table, "max_message_size", int, 25 * 1024 * 1024, where, _positive),
+        max_message_size=r.get(table, "max_message_size", int, 35 * 1024 * 1024, where, _positive),
         hostname=r.get(table, "hostname", str, socket.gethostname() or "localhost", where),
         tls_cert=cert_path,
         tls_key=key_path,
@@ -606,7 +636,8 @@ def _smtp(r: _Reader, data: Mapping[str, Any], base: Path) -> SmtpListenSettings
 
 def _build(data: Mapping[str, Any], source: str, base: Path, env: Mapping[str, str], embedded: bool) -> Settings:
     r = _Reader()
-    r.unknown(data, {"database", "mailboxes", "agents", "outbound", "smtp", "mail", "templates", "log", "limits"}, "")
+    r.unknown(data, {"database", "mailboxes", "agents", "outbound", "smtp", "mail", "templates", "log", "limits",
+                     "identity"}, "")
     database_url = _database(r, data, base, env)
     auto_upgrade_default = embedded
     auto_upgrade = r.get(r.table(data, "database"), "auto_upgrade", bool, auto_upgrade_default, "database.")
@@ -623,6 +654,7 @@ def _build(data: Mapping[str, Any], source: str, base: Path, env: Mapping[str, s
     machine_replies = r.get(mail, "machine_replies", str, "attach", "mail.",
                             lambda v: None if v in ("attach", "review_ticket") else '"attach" or "review_ticket"')
     limits = _limits(r, data)
+    identity = _identity(r, data, base, env)
     default_domain = first.address.rpartition("@")[2] or "localhost"
     mid_domain = r.get(mail, "message_id_domain", str, default_domain, "mail.",
                        lambda v: None if re.fullmatch(r"[A-Za-z0-9.-]+", v) else "must be a domain name")
@@ -661,6 +693,7 @@ def _build(data: Mapping[str, Any], source: str, base: Path, env: Mapping[str, s
         template_dir=template_dir,
         acknowledge_new=acknowledge,
         limits=limits,
+        identity=identity,
         machine_replies=machine_replies,
         log_level=level.lower(),
         auto_upgrade=auto_upgrade,

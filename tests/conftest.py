@@ -112,19 +112,6 @@ def settings(write_config: Callable[..., Path]) -> Settings:
     return load(write_config())
 
 
-class RecordingTransport:
-    """A transport for pure units: records what would have been sent."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, list[str], bytes]] = []
-
-    def send(self, mail_from: str, recipients: list[str], content: bytes) -> None:
-        self.sent.append((mail_from, recipients, content))
-
-    def close(self) -> None:
-        pass
-
-
 @pytest.fixture
 def clock() -> FrozenClock:
     return FrozenClock()

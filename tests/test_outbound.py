@@ -8,12 +8,18 @@ DATA or at RCPT, and records every delivery attempt with the answer it gave.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import email
+import errno
+import os
 import socket
+import sqlite3
+import stat
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import policy
 from email.header import Header
@@ -24,20 +30,25 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from mailticket.app import App
 from mailticket.clock import FrozenClock
 from mailticket.domain import Direction, Envelope, OutboxState
+from mailticket.errors import TemporaryError
 from mailticket.outbox.sender import FlushResult
-from mailticket.outbox.transport import Transport, make_transport
+from mailticket.outbox.transport import MaildirTransport, Transport, make_transport
 from mailticket.settings import Settings, load
+from mailticket.store.db import Database, make_engine
 from mailticket.store.models import Event, Message, OutboxRow
-from tests.conftest import mail
+from tests.conftest import as_json, mail, run_cli
 
 CUSTOMER = "alice@customer.example"
 ACCEPT = "250 OK"
 TEMPFAIL = "451 4.3.0 try later"
 PERMFAIL = "550 5.1.1 no such user"
+NO_ANSWER = "(hung up)"
 
 
 # -- the SMTP sink ------------------------------------------------------------
@@ -61,6 +72,9 @@ class Sink:
     rcpt_replies: dict[str, str] = field(default_factory=dict)  # per address, over rcpt_reply
     deliveries: list[Delivery] = field(default_factory=list)
     rcpt_attempts: list[str] = field(default_factory=list)
+    drop_after_rcpt: bool = False  # answer RCPT, then hang up (the client's DATA meets a closed line)
+    drop_after_data: bool = False  # take the whole body, then hang up without answering it
+    on_rcpt: Callable[[], None] | None = None  # runs before RCPT is answered
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
                           rcpt_options: list[str]) -> str:
@@ -68,11 +82,19 @@ class Sink:
         reply = self.rcpt_replies.get(address, self.rcpt_reply)
         if reply.startswith("250"):
             envelope.rcpt_tos.append(address)
+        if self.on_rcpt is not None:
+            self.on_rcpt()
+        if self.drop_after_rcpt:
+            asyncio.get_running_loop().call_soon(server.transport.close)  # after the reply is written
         return reply
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         content = envelope.content
         assert isinstance(content, bytes)
+        if self.drop_after_data:
+            self.deliveries.append(Delivery(envelope.mail_from, list(envelope.rcpt_tos), content, NO_ANSWER))
+            server.transport.abort()
+            return NO_ANSWER
         self.deliveries.append(Delivery(envelope.mail_from, list(envelope.rcpt_tos), content, self.reply))
         return self.reply
 
@@ -427,16 +449,16 @@ def test_nothing_is_sent_twice_across_a_restart(
     assert row.state == OutboxState.SENT and row.attempts == 1
 
 
-def test_row_left_sending_by_a_crash_becomes_uncertain_and_is_sent_only_on_retry(
+def test_row_left_delivering_by_a_crash_becomes_uncertain_and_is_sent_only_on_retry(
     write_config: Callable[..., Path], make_app: Callable[..., App], sink: Sink, clock: FrozenClock
 ) -> None:
     settings = smtp_settings(write_config, sink.port)
     first = make_app(settings_override=settings)
     receive(first)
-    # As if the process died after handing the mail over: 'sending', lease expired.
+    # As if the process died after handing the mail over: 'delivering', lease expired.
     with first.db.transaction() as s:
         row = s.execute(select(OutboxRow)).scalar_one()
-        row.state = OutboxState.SENDING
+        row.state = OutboxState.DELIVERING
         row.attempts = 1
         row.next_attempt_at = clock.now() - dt.timedelta(seconds=1)
         row_id = row.id
@@ -474,8 +496,9 @@ class DieAfterSend:
     def __init__(self, inner: Transport) -> None:
         self.inner = inner
 
-    def send(self, mail_from: str, recipients: list[str], content: bytes) -> None:
-        self.inner.send(mail_from, recipients, content)
+    def send(self, mail_from: str, recipients: list[str], content: bytes,
+             on_handover: Callable[[], None]) -> None:
+        self.inner.send(mail_from, recipients, content, on_handover)
         raise ProcessDied
 
     def close(self) -> None:
@@ -493,12 +516,12 @@ def test_real_crash_after_handover_is_not_resent_by_the_next_process(
         dying.sender.flush()
     assert len(sink.accepted) == 1  # the server has it
     row = only_row(dying)
-    assert row.state == OutboxState.SENDING
+    assert row.state == OutboxState.DELIVERING
     dying.close()
 
     restarted = make_app(settings_override=settings)
     assert restarted.sender.flush() == FlushResult()  # lease still running: hands off
-    assert only_row(restarted).state == OutboxState.SENDING
+    assert only_row(restarted).state == OutboxState.DELIVERING
 
     clock.advance(seconds=due_later(row, clock).total_seconds() + 1)
     assert restarted.sender.flush() == FlushResult(uncertain=1)
@@ -516,17 +539,18 @@ class BrokenFor:
         self.inner = inner
         self.recipient = recipient
 
-    def send(self, mail_from: str, recipients: list[str], content: bytes) -> None:
+    def send(self, mail_from: str, recipients: list[str], content: bytes,
+             on_handover: Callable[[], None]) -> None:
         if self.recipient in recipients:
             recipients = ["jürgen@bücher.example"]
-        self.inner.send(mail_from, recipients, content)
+        self.inner.send(mail_from, recipients, content, on_handover)
 
     def close(self) -> None:
         self.inner.close()
 
 
 def test_unexpected_transport_error_on_one_row_does_not_strand_the_batch(
-    write_config: Callable[..., Path], make_app: Callable[..., App], sink: Sink
+    write_config: Callable[..., Path], make_app: Callable[..., App], sink: Sink, clock: FrozenClock
 ) -> None:
     settings = smtp_settings(write_config, sink.port)
     app = make_app(settings_override=settings, transport_factory=lambda: BrokenFor(
@@ -536,16 +560,20 @@ def test_unexpected_transport_error_on_one_row_does_not_strand_the_batch(
 
     result = app.sender.flush()
 
-    assert result == FlushResult(sent=1, uncertain=1)
+    assert result == FlushResult(sent=1, retried=1)
     rows = {row.to_addr: row for row in outbox(app)}
     assert rows["second@customer.example"].state == OutboxState.SENT
     broken = rows["first@customer.example"]
-    # Whether it went out is unknown: never re-sent on its own, but not left 'sending' either.
-    assert broken.state == OutboxState.UNCERTAIN
+    # It blew up before the hand-over (at RCPT TO), so it certainly did not go out: a normal retry,
+    # not 'uncertain', and not left 'sending' either.
+    assert broken.state == OutboxState.QUEUED
     assert broken.last_error is not None and "UnicodeEncodeError" in broken.last_error
-    assert f"retry {broken.id}" in broken.last_error
+    assert "before the hand-over" in broken.last_error
     assert [d.rcpt_tos for d in sink.accepted] == [["second@customer.example"]]
     assert app.sender.flush() == FlushResult()
+    clock.advance(seconds=due_later(broken, clock).total_seconds() + 1)
+    assert app.sender.flush() == FlushResult(retried=1)  # the same bug again, until max_attempts
+    assert [d.rcpt_tos for d in sink.accepted] == [["second@customer.example"]]
 
 
 def test_customer_with_non_ascii_address_gets_no_broken_ack_and_others_still_do(
@@ -637,7 +665,7 @@ def test_a_crash_strands_only_the_mail_being_sent(
         receive(dying)
     with pytest.raises(ProcessDied):
         dying.sender.flush()
-    assert [r.state for r in outbox(dying)] == [OutboxState.SENDING, OutboxState.QUEUED, OutboxState.QUEUED]
+    assert [r.state for r in outbox(dying)] == [OutboxState.DELIVERING, OutboxState.QUEUED, OutboxState.QUEUED]
     dying.close()
 
     restarted = make_app(settings_override=settings)
@@ -646,3 +674,325 @@ def test_a_crash_strands_only_the_mail_being_sent(
     assert restarted.sender.flush() == FlushResult(uncertain=1)
     assert [r.state for r in outbox(restarted)] == [OutboxState.UNCERTAIN, OutboxState.SENT, OutboxState.SENT]
     assert len(sink.accepted) == 3  # each mail reached the server exactly once
+
+
+# -- 9. no acknowledgement stranded: only what may have gone out is 'uncertain' ---------------------
+
+
+@dataclass
+class Disk:
+    """One disk under both the maildir and the database. It fills up while a mail is written
+    (``fills_on_write``); while it is ``full``, file writes and database commits fail."""
+
+    fills_on_write: bool = False
+    full: bool = False
+
+    def write(self, fd: int, data: memoryview) -> int:
+        """``os.write`` on this disk: the filling write gets half of its data out, then ENOSPC."""
+        if self.full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        if self.fills_on_write:
+            self.full = True
+            return os.write(fd, data[: len(data) // 2 or 1])
+        return os.write(fd, data)
+
+    def free(self) -> None:
+        self.fills_on_write = self.full = False
+
+
+class DatabaseOnDisk(Database):
+    """The real database; while the disk is full every commit fails as SQLite's does."""
+
+    def __init__(self, url: str, disk: Disk) -> None:
+        super().__init__(make_engine(url))
+        self.disk = disk
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        with super().transaction() as session:
+            yield session
+            if self.disk.full:
+                raise OperationalError("COMMIT", None, sqlite3.OperationalError("database or disk is full"))
+
+
+def maildir_files(folder: Path) -> dict[str, list[Path]]:
+    return {sub: sorted((folder / sub).iterdir()) if (folder / sub).is_dir() else [] for sub in ("tmp", "new")}
+
+
+def leave_row(app: App, state: OutboxState, clock: FrozenClock) -> int:
+    """The only outbox row as a killed process leaves it: ``state``, attempt 1, lease run out."""
+    with app.db.transaction() as s:
+        row = s.execute(select(OutboxRow)).scalar_one()
+        row.state = state
+        row.attempts = 1
+        row.next_attempt_at = clock.now() - dt.timedelta(seconds=1)
+        return row.id
+
+
+def test_maildir_enospc_while_the_database_is_full_too_is_retried_once_space_returns(
+    settings: Settings, make_app: Callable[..., App], tmp_path: Path, clock: FrozenClock
+) -> None:
+    """The disk fills while the maildir file is written: the write fails (ENOSPC), and so does the
+    commit of that outcome. The row must not end 'uncertain': it was certainly not delivered."""
+    disk = Disk()
+    folder = tmp_path / "outbox"
+    assert settings.outbound.maildir == folder
+    app = make_app(database=DatabaseOnDisk(settings.database_url, disk),
+                   transport_factory=lambda: MaildirTransport(folder, write=disk.write))
+    receive(app)
+
+    disk.fills_on_write = True
+    assert app.sender.flush() == FlushResult(unrecorded=1)  # logged; the flush stops, nothing crashes
+    assert disk.full
+    with pytest.raises(TemporaryError, match="database or disk is full"):
+        app.sender.flush()  # the daemon's next ticks fail temporarily while the disk is full
+    assert maildir_files(folder) == {"tmp": [], "new": []}  # the half-written file was removed
+
+    disk.free()
+    row = only_row(app)
+    assert (row.state, row.attempts) == (OutboxState.SENDING, 1)  # what the failed commit left
+    assert app.sender.flush() == FlushResult()  # its lease is still running
+    clock.advance(seconds=due_later(row, clock).total_seconds() + 1)
+
+    assert app.sender.flush() == FlushResult(retried=1)
+    row = only_row(app)
+    assert (row.state, row.attempts) == (OutboxState.QUEUED, 1)  # not 'uncertain'
+    assert row.last_error is not None and "not delivered" in row.last_error
+    wait = due_later(row, clock)  # with backoff
+    assert app.sender.flush() == FlushResult()
+
+    clock.advance(seconds=wait.total_seconds() + 1)
+    assert app.sender.flush() == FlushResult(sent=1)
+    row = only_row(app)
+    assert (row.state, row.attempts, row.last_error) == (OutboxState.SENT, 2, None)
+    files = maildir_files(folder)
+    assert files["tmp"] == [] and len(files["new"]) == 1
+    assert files["new"][0].read_bytes() == row.content
+
+    clock.advance(days=1)
+    assert app.sender.flush() == FlushResult()
+    assert len(maildir_files(folder)["new"]) == 1
+
+
+def test_maildir_enospc_alone_is_a_plain_retry(
+    make_app: Callable[..., App], tmp_path: Path, clock: FrozenClock
+) -> None:
+    disk = Disk()
+    folder = tmp_path / "outbox"
+    app = make_app(transport_factory=lambda: MaildirTransport(folder, write=disk.write))
+    receive(app)
+    disk.full = True  # only the maildir's disk: the database commits
+
+    assert app.sender.flush() == FlushResult(retried=1)
+    row = only_row(app)
+    assert row.state == OutboxState.QUEUED
+    assert row.last_error is not None and os.strerror(errno.ENOSPC) in row.last_error
+    assert maildir_files(folder)["new"] == []
+
+    disk.free()
+    clock.advance(seconds=due_later(row, clock).total_seconds() + 1)
+    assert app.sender.flush() == FlushResult(sent=1)
+    assert len(maildir_files(folder)["new"]) == 1
+
+
+def test_maildir_fsyncs_the_file_before_the_hand_over_and_new_after_it(
+    make_app: Callable[..., App], tmp_path: Path
+) -> None:
+    folder = tmp_path / "outbox"
+    synced: list[tuple[int, bool, str]] = []  # (inode, is a folder, the row's state at that moment)
+    holder: list[App] = []
+
+    def fsync(fd: int) -> None:
+        os.fsync(fd)
+        info = os.fstat(fd)
+        synced.append((info.st_ino, stat.S_ISDIR(info.st_mode), only_row(holder[0]).state))
+
+    app = make_app(transport_factory=lambda: MaildirTransport(folder, fsync=fsync))
+    holder.append(app)
+    receive(app)
+
+    assert app.sender.flush() == FlushResult(sent=1)
+    [delivered] = maildir_files(folder)["new"]
+    file_inode, new_inode = delivered.stat().st_ino, (folder / "new").stat().st_ino
+    assert (file_inode, False, OutboxState.SENDING) in synced  # written and durable, not handed over
+    assert synced[-1] == (new_inode, True, OutboxState.DELIVERING)  # renamed, then new/ made durable
+    assert synced.index((file_inode, False, OutboxState.SENDING)) < len(synced) - 1
+    assert only_row(app).state == OutboxState.SENT
+    assert maildir_files(folder)["tmp"] == []
+
+
+def test_kill_before_data_leaves_sending_which_is_queued_again_and_sent_once(
+    write_config: Callable[..., Path], make_app: Callable[..., App], sink: Sink, clock: FrozenClock
+) -> None:
+    settings = smtp_settings(write_config, sink.port)
+    first = make_app(settings_override=settings)
+    receive(first)
+    leave_row(first, OutboxState.SENDING, clock)  # killed while connecting, at MAIL or RCPT
+    first.close()
+
+    restarted = make_app(settings_override=settings)
+    assert restarted.sender.flush() == FlushResult(retried=1)
+    row = only_row(restarted)
+    assert (row.state, row.attempts) == (OutboxState.QUEUED, 1)
+    assert row.last_error is not None and "not delivered" in row.last_error
+    assert sink.deliveries == []
+    clock.advance(seconds=due_later(row, clock).total_seconds() + 1)
+
+    assert restarted.sender.flush() == FlushResult(sent=1)
+    row = only_row(restarted)
+    assert (row.state, row.attempts) == (OutboxState.SENT, 2)
+    clock.advance(days=1)
+    assert restarted.sender.flush() == FlushResult()
+    assert len(sink.deliveries) == len(sink.accepted) == 1
+
+
+def test_sink_hanging_up_after_rcpt_before_data_is_retried_not_uncertain(
+    smtp_app: App, sink: Sink, clock: FrozenClock
+) -> None:
+    receive(smtp_app)
+    sink.drop_after_rcpt = True
+
+    assert smtp_app.sender.flush() == FlushResult(retried=1)
+    row = only_row(smtp_app)
+    assert row.state == OutboxState.QUEUED
+    assert sink.rcpt_attempts == [CUSTOMER] and sink.deliveries == []
+
+    sink.drop_after_rcpt = False
+    clock.advance(seconds=due_later(row, clock).total_seconds() + 1)
+    assert smtp_app.sender.flush() == FlushResult(sent=1)
+    assert len(sink.deliveries) == len(sink.accepted) == 1
+
+
+def test_4xx_at_rcpt_never_reaches_the_hand_over(smtp_app: App, sink: Sink, clock: FrozenClock) -> None:
+    receive(smtp_app)
+    sink.rcpt_reply = "452 4.2.2 mailbox full"
+    states: list[str] = []
+    sink.on_rcpt = lambda: states.append(only_row(smtp_app).state)
+
+    assert smtp_app.sender.flush() == FlushResult(retried=1)
+    assert states == [OutboxState.SENDING]
+    row = only_row(smtp_app)
+    assert row.state == OutboxState.QUEUED and row.last_error is not None and "452 4.2.2" in row.last_error
+
+    sink.rcpt_reply = ACCEPT
+    sink.on_rcpt = None
+    clock.advance(seconds=due_later(row, clock).total_seconds() + 1)
+    assert smtp_app.sender.flush() == FlushResult(sent=1)
+    assert len(sink.accepted) == 1
+
+
+def test_sink_hanging_up_after_the_body_is_uncertain(smtp_app: App, sink: Sink, clock: FrozenClock) -> None:
+    """The server has the whole mail but never answered: it may have been delivered."""
+    receive(smtp_app)
+    sink.drop_after_data = True
+
+    assert smtp_app.sender.flush() == FlushResult(uncertain=1)
+    row = only_row(smtp_app)
+    assert row.state == OutboxState.UNCERTAIN
+    assert row.last_error is not None and "before the server's answer" in row.last_error
+    assert f"retry {row.id}" in row.last_error
+    assert len(sink.deliveries) == 1
+
+    sink.drop_after_data = False
+    clock.advance(days=1)
+    assert smtp_app.sender.flush() == FlushResult()
+    assert len(sink.deliveries) == 1
+
+
+def test_database_full_at_the_hand_over_abandons_the_smtp_delivery(
+    write_config: Callable[..., Path], make_app: Callable[..., App], sink: Sink, clock: FrozenClock
+) -> None:
+    """If 'delivering' cannot be committed, the body is never sent: the row stays retryable."""
+    settings = smtp_settings(write_config, sink.port)
+    disk = Disk()
+    app = make_app(settings_override=settings, database=DatabaseOnDisk(settings.database_url, disk))
+    receive(app)
+
+    def fill() -> None:
+        disk.full = True
+
+    sink.on_rcpt = fill  # the disk fills between the claim and the hand-over
+    assert app.sender.flush() == FlushResult(unrecorded=1)
+    assert sink.rcpt_attempts == [CUSTOMER] and sink.deliveries == []  # hung up at the 354
+
+    disk.free()
+    sink.on_rcpt = None
+    row = only_row(app)
+    assert row.state == OutboxState.SENDING
+    clock.advance(seconds=due_later(row, clock).total_seconds() + 1)
+    assert app.sender.flush() == FlushResult(retried=1)
+    clock.advance(seconds=due_later(only_row(app), clock).total_seconds() + 1)
+    assert app.sender.flush() == FlushResult(sent=1)
+    assert len(sink.deliveries) == len(sink.accepted) == 1
+
+
+class OutlivesItsLease:
+    """The real transport, slow to connect: meanwhile another instance finds the lease run out."""
+
+    def __init__(self, inner: Transport, other: App, clock: FrozenClock, lease: dt.timedelta) -> None:
+        self.inner, self.other, self.clock, self.lease = inner, other, clock, lease
+
+    def send(self, mail_from: str, recipients: list[str], content: bytes,
+             on_handover: Callable[[], None]) -> None:
+        self.clock.advance(seconds=self.lease.total_seconds() + 1)
+        assert self.other.sender.flush() == FlushResult(retried=1)  # 'sending' past its lease: queued
+        self.inner.send(mail_from, recipients, content, on_handover)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_an_attempt_that_outlived_its_lease_does_not_deliver(
+    write_config: Callable[..., Path], make_app: Callable[..., App], sink: Sink, clock: FrozenClock
+) -> None:
+    settings = smtp_settings(write_config, sink.port)
+    other = make_app(settings_override=settings)
+    slow = make_app(settings_override=settings, transport_factory=lambda: OutlivesItsLease(
+        make_transport(settings.outbound), other, clock, other.sender.lease))
+    receive(slow)
+
+    assert slow.sender.flush() == FlushResult(retried=1)  # the hand-over was refused: not ours any more
+    assert sink.deliveries == []
+    row = only_row(slow)
+    assert row.state == OutboxState.QUEUED and row.attempts == 1
+    assert row.last_error is not None and "lease ran out" in row.last_error
+
+    clock.advance(seconds=due_later(row, clock).total_seconds() + 1)
+    assert other.sender.flush() == FlushResult(sent=1)
+    assert len(sink.deliveries) == len(sink.accepted) == 1
+
+
+def test_outbox_retry_uncertain_from_the_cli_and_status_shows_the_count(
+    write_config: Callable[..., Path], make_app: Callable[..., App], sink: Sink, clock: FrozenClock
+) -> None:
+    config = write_config(transport=f"smtp://127.0.0.1:{sink.port}")
+    app = make_app(settings_override=load(config))
+    receive(app)
+    row_id = leave_row(app, OutboxState.DELIVERING, clock)
+    assert app.sender.flush() == FlushResult(uncertain=1)
+
+    status = as_json(run_cli(config, "status", "--json"))
+    assert isinstance(status, dict)
+    assert status["outbox"] == {"uncertain": 1} and status["outbox_uncertain"] == 1
+    table = run_cli(config, "status")
+    assert table.returncode == 0, table.stderr.decode()
+    assert b"1 uncertain: check, then `mailticket outbox retry --uncertain`" in table.stdout
+
+    assert run_cli(config, "outbox", "retry").returncode == 2  # ID or --uncertain
+    assert run_cli(config, "outbox", "retry", str(row_id), "--uncertain").returncode == 2
+    assert as_json(run_cli(config, "outbox", "retry", "--uncertain", "--json")) == {"queued": [row_id]}
+    assert as_json(run_cli(config, "outbox", "retry", "--uncertain", "--json")) == {"queued": []}
+    assert sink.deliveries == []
+
+    # The CLI queued it for the real clock's now; the frozen one catches up.
+    row = only_row(app)
+    assert row.state == OutboxState.QUEUED
+    clock.advance(seconds=max(0.0, (row.next_attempt_at - clock.now()).total_seconds()))
+    assert app.sender.flush() == FlushResult(sent=1)
+    assert len(sink.accepted) == 1
+
+    status = as_json(run_cli(config, "status", "--json"))
+    assert isinstance(status, dict) and status["outbox_uncertain"] == 0
+    assert b"retry --uncertain" not in run_cli(config, "status").stdout
+    again = run_cli(config, "outbox", "retry", str(row_id))
+    assert again.returncode == 1 and b"is sent" in again.stderr

@@ -178,3 +178,19 @@ def test_limits_table(tmp_path: Path) -> None:
     for expected in ("limits.auto_mail_per_recipient: 'ten/1m' is not N/PERIOD", "limits.no_auto_reply: '(x'",
                      "limits.bounce_suppress_days: must be 0 or more", "mail.machine_replies"):
         assert expected in found, found
+
+
+def test_identity_secret_sources_and_problems(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[identity]\nsecret_env = "MT_SECRET"\n')
+    assert load(path, env={"MT_SECRET": "s" * 32}).identity.secret == "s" * 32
+    assert load(None, env={}, cwd=tmp_path).identity == load(None, env={}, cwd=tmp_path).identity
+    assert load(None, env={}, cwd=tmp_path).identity.generated_file == tmp_path / "var" / "secret"
+    assert problems(tmp_path, '[identity]\nsecret_env = "NOPE"\n') == [
+        f"{path}: identity.secret_env: environment variable NOPE is not set"]
+    assert any("identity.secret: at least 16 characters" in p
+               for p in problems(tmp_path, '[identity]\nsecret_env = "S"\n', env={"S": "short"}))
+    assert any("identity.secret: inline secrets are not accepted" in p
+               for p in problems(tmp_path, '[identity]\nsecret = "x"\n'))
+    assert any("identity.secret_file: cannot read" in p
+               for p in problems(tmp_path, f'[identity]\nsecret_file = "{tmp_path}/missing"\n'))

@@ -60,8 +60,13 @@ def test_same_message_twice_is_one_ticket(app: App) -> None:
     raw = mail(message_id="dup@customer.example")
     assert ingest(app, raw)[1] == "new_ticket"
     assert ingest(app, raw) == (None, "duplicate")
-    # The same Message-ID through another source, and to a second support address.
-    assert ingest(app, raw.replace(b"To: support@example.com", b"To: help@example.com"), "imap") == (None, "duplicate")
+    # The same mail through another source, and delivered to a second support address: the path it
+    # took adds trace headers (and IMAP gives CRLF where the pipe gave LF), the mail itself is the same.
+    redelivered = (b"Return-Path: <alice@customer.example>\r\nDelivered-To: help@example.com\r\n"
+                   b"X-Original-To: help@example.com\r\nReceived: from mx2.example.com by imap.example.com;"
+                   b" Tue, 1 Dec 2026 10:00:00 +0000\r\nAuthentication-Results: mx2.example.com; dkim=pass\r\n"
+                   + raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+    assert ingest(app, redelivered, "imap") == (None, "duplicate")
     assert count(app, Ticket) == 1
     assert count(app, RawMessage) == 1
     assert count(app, OutboxRow) == 1

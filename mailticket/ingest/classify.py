@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 from mailticket.domain import Envelope, ParsedMail, Verdict, VerdictKind
 from mailticket.ingest.bounces import FAILURE_TEXT, RETURNED_TYPES
+from mailticket.marks import LOOP_HEADER, OWN_MESSAGE_ID_PREFIX
 
-LOOP_HEADER = "X-Mailticket-Loop"
-OWN_MESSAGE_ID_PREFIX = "mt."
+__all__ = ["LOOP_HEADER", "OWN_MESSAGE_ID_PREFIX", "Identity", "classify"]
+
 
 _OOO_SUBJECT = re.compile(
     r"^\s*(automatic reply|auto[- ]?reply|autoreply|out of (the )?office|abwesenheitsnotiz|"

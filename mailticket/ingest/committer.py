@@ -71,11 +71,14 @@ class GroupCommitter:
 
     def _commit(self, group: list[tuple[bytes, Envelope, Future[Accepted]]]) -> None:
         try:
-            results = self._inbox.accept_many([(raw, envelope) for raw, envelope, _ in group])
+            results = self._inbox.accept_each([(raw, envelope) for raw, envelope, _ in group])
         except BaseException as exc:  # every caller must hear: not stored
             log.warning("intake: could not commit %d message(s): %s", len(group), exc)
             for _, _, future in group:
                 future.set_exception(exc)
             return
         for (_, _, future), result in zip(group, results, strict=True):
-            future.set_result(result)
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)

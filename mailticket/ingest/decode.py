@@ -14,8 +14,6 @@ import datetime as dt
 import email.utils
 import re
 
-from mailticket.domain import Address
-
 MAX_HEADER_CHARS = 16 * 1024
 
 # Labels seen in the wild mapped to the codec that actually decodes the text.
@@ -149,7 +147,7 @@ def message_ids(value: str | None, limit: int = 100) -> tuple[str, ...]:
     """Message-IDs in a header value, without angle brackets, last ``limit`` kept."""
     if not value:
         return ()
-    value = unsurrogate(value[: 64 * 1024])
+    value = unsurrogate(value[: 64 * 1024]).replace("\x00", "")
     found = _MSGID.findall(value)
     if not found:
         found = [token.strip("<>") for token in value.split() if "@" in token]
@@ -161,26 +159,6 @@ def first_message_id(value: str | None) -> str:
     if ids:
         return ids[0]
     return clean_line(unsurrogate(value or ""))[:900]
-
-
-_LOOSE_ADDR = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w.-]+", re.UNICODE)
-
-
-def addresses(value: str | None, limit: int = 200) -> tuple[Address, ...]:
-    """Parse an address header; display names decoded, emails lower-cased."""
-    if not value:
-        return ()
-    value = unsurrogate(_UNFOLD.sub("", value[:MAX_HEADER_CHARS]))
-    result: list[Address] = []
-    pairs = email.utils.getaddresses([value])
-    if not any(addr for _, addr in pairs):
-        pairs = [("", found) for found in _LOOSE_ADDR.findall(value)]
-    for name, addr in pairs[:limit]:
-        addr = clean_line(addr).lower()
-        if not addr or "@" not in addr:
-            continue
-        result.append(Address(clean_line(decode_header_value(name)), addr))
-    return tuple(result)
 
 
 def parse_date(value: str | None) -> dt.datetime | None:

@@ -1,12 +1,19 @@
 """Durable intake: raw bytes are committed before any source acknowledges them.
 
 ``accept`` returns only after the commit. Redelivery of the same message
-(same Message-ID, or same content when it has none) is a no-op that reports
-the record already stored.
+(same Message-ID *and* the same content once trace headers are set aside,
+see ``rawmail.content_digest``) is a no-op that reports the record already
+stored; a different message that reuses a Message-ID is stored as new.
+
+Several messages are committed together (group commit). When a group fails
+for a reason other than the database being unavailable (one message the
+database refuses), each message is tried alone, so only a message that truly
+cannot be stored is refused.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -16,9 +23,12 @@ from sqlalchemy.orm import Session
 
 from mailticket.clock import Clock
 from mailticket.domain import Envelope, RawState
-from mailticket.ingest.rawmail import dedupe_key, header_message_id, sha256_hex
+from mailticket.errors import TemporaryError
+from mailticket.ingest.rawmail import content_digest, dedupe_key, header_message_id, sha256_hex
 from mailticket.store.db import Database
 from mailticket.store.models import RawMessage
+
+log = logging.getLogger("mailticket.intake")
 
 
 @dataclass(frozen=True)
@@ -39,8 +49,7 @@ class _Prepared:
 
 def _prepare(raw: bytes, envelope: Envelope) -> _Prepared:
     message_id = header_message_id(raw)
-    digest = sha256_hex(raw)
-    return _Prepared(raw, envelope, message_id, digest, dedupe_key(message_id, digest))
+    return _Prepared(raw, envelope, message_id, sha256_hex(raw), dedupe_key(message_id, content_digest(raw)))
 
 
 class Inbox:
@@ -53,20 +62,51 @@ class Inbox:
         return self.accept_many([(raw, envelope)])[0]
 
     def accept_many(self, items: Iterable[tuple[bytes, Envelope]]) -> list[Accepted]:
-        """Commit several messages in one transaction (used by bulk import)."""
+        """Commit several messages; raises the first failure (used by import and IMAP)."""
+        results = self.accept_each(items)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return [r for r in results if isinstance(r, Accepted)]
+
+    def accept_each(self, items: Iterable[tuple[bytes, Envelope]]) -> list[Accepted | Exception]:
+        """Commit several messages in one transaction; each gets its own answer.
+
+        The database being unavailable (locked, down, disk full) fails them all; any
+        other failure is retried message by message, so one bad message cannot cost
+        its neighbours their commit.
+        """
         prepared = [_prepare(raw, envelope) for raw, envelope in items]
         if not prepared:
             return []
         try:
             with self._db.transaction() as session:
-                return self._store(session, prepared)
-        except IntegrityError:
-            # Another writer stored one of them between our check and insert
-            # (PostgreSQL, several instances): take them one at a time.
-            if len(prepared) == 1:
+                return list(self._store(session, prepared))
+        except TemporaryError:
+            raise
+        except Exception as exc:
+            if len(prepared) > 1:
+                return [self._alone(p) for p in prepared]
+            if isinstance(exc, IntegrityError):
+                # Another writer stored it between our check and insert (PostgreSQL, several instances).
+                return [self._alone(prepared[0])]
+            return [exc]
+
+    def _alone(self, prepared: _Prepared) -> Accepted | Exception:
+        for attempt in range(2):  # twice: a concurrent insert of the same key shows up as IntegrityError once
+            try:
                 with self._db.transaction() as session:
-                    return self._store(session, prepared)
-            return [self.accept(p.raw, p.envelope) for p in prepared]
+                    return self._store(session, [prepared])[0]
+            except TemporaryError:
+                raise
+            except IntegrityError as exc:
+                if attempt:
+                    return exc
+            except Exception as exc:
+                log.warning("intake: message <%s> (%d bytes) cannot be stored: %s", prepared.message_id,
+                            len(prepared.raw), exc)
+                return exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _store(self, session: Session, prepared: Sequence[_Prepared]) -> list[Accepted]:
         keys = sorted({p.key for p in prepared})

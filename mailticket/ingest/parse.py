@@ -1,10 +1,23 @@
 """Raw RFC 5322 bytes -> ParsedMail. The only importer of mail-parser.
 
 mail-parser builds the MIME tree; when it raises (broken boundaries, deep
-nesting) the standard library's compat32 parser is tried, and when that fails
-too the headers that parse and the raw bytes still make a message. Headers
-and bodies are decoded here, defensively, part by part (see decode.py).
-This function does not raise on any input.
+nesting) the standard library's compat32 parser is tried. Headers and bodies
+are decoded here, defensively, part by part (see decode.py). This function
+does not raise on any input, and its cost is linear in the input:
+
+- Header fields longer than MAX_HEADER_BYTES are cut in the bytes handed to
+  the parsers (the stored raw message is never changed). The stdlib's
+  ``email.header.decode_header``, which mail-parser runs on every header, is
+  quadratic in the number of encoded words in one line (it pops the head of
+  a list per word): one 200,000-word Subject took 74 s.
+- Over MAILPARSER_MAX_BYTES the tree is built by the stdlib compat32 parser
+  directly (mail-parser would build the very same tree and then walk and
+  decode every part again for results we do not use). Attachments are kept
+  whatever the size; raw MIME is never shown as text.
+- When the tree cannot be completed (nesting deep enough for a
+  RecursionError), the parts read before that point are kept.
+- Over MAX_TREE_BYTES no tree is built at all: the text is "" and the whole
+  message is offered as an .eml attachment, with a defect saying why.
 """
 
 from __future__ import annotations
@@ -23,8 +36,8 @@ from email import policy as email_policy
 import mailparser
 
 from mailticket.domain import Attachment, ParsedMail
+from mailticket.ingest.addresses import parse_addresses, parse_mailbox
 from mailticket.ingest.decode import (
-    addresses,
     clean_line,
     decode_bytes,
     decode_header_value,
@@ -34,9 +47,16 @@ from mailticket.ingest.decode import (
     unsurrogate,
 )
 from mailticket.ingest.htmltext import html_to_text
-from mailticket.ingest.rawmail import split_head, strip_leading_blank_lines
+from mailticket.ingest.rawmail import strip_leading_blank_lines
 
-MAX_MESSAGE_BYTES = 25 * 1024 * 1024
+# Above this the stdlib builds the tree (the same tree mail-parser returns, at half the time).
+MAILPARSER_MAX_BYTES = 8 * 1024 * 1024
+# Above this no tree is built (memory is a few times the message size); over every default
+# intake limit: SMTP 35 MB, IMAP 50 MB, pipe 64 MiB.
+MAX_TREE_BYTES = 200 * 1024 * 1024
+# One header field (name, value and its folded lines) as handed to the parsers.
+MAX_HEADER_BYTES = 16 * 1024
+_FEED_CHUNK = 1024 * 1024
 MAX_DEPTH = 50
 MAX_PARTS = 5_000
 MAX_TEXT_CHARS = 2_000_000
@@ -60,33 +80,126 @@ class _Walk:
 
 def parse(raw: bytes) -> ParsedMail:
     """Parse one message. Never raises."""
-    raw = strip_leading_blank_lines(raw)
+    original = strip_leading_blank_lines(raw)
     defects: list[str] = []
-    if len(raw) > MAX_MESSAGE_BYTES:
-        defects.append(f"message of {len(raw)} bytes is over the {MAX_MESSAGE_BYTES} byte limit: headers only")
-        return _headers_only(raw, defects)
-    message = _build_tree(raw, defects)
+    if len(original) > MAX_TREE_BYTES:
+        defects.append(f"message of {len(original)} bytes is over the {MAX_TREE_BYTES} byte parse limit: "
+                       "not parsed, kept whole as an .eml attachment")
+        return _unparsed(original, defects)
+    capped = cap_headers(original, defects)
+    message = _build_tree(capped, defects)
+    del capped
     if message is None:
-        return _headers_only(raw, defects)
+        return _unparsed(original, defects)
     try:
         return _from_tree(message, defects)
-    except RecursionError:
-        defects.append("MIME tree too deep to walk: headers only")
-        return _headers_only(raw, defects)
+    except RecursionError:  # pragma: no cover - _walk is depth-bounded; a last resort
+        defects.append("MIME tree too deep to read: kept whole as an .eml attachment")
+        return _unparsed(original, defects)
 
 
 def _build_tree(raw: bytes, defects: list[str]) -> email.message.Message | None:
-    try:
-        parsed = mailparser.parse_from_bytes(raw)
-        message: email.message.Message = parsed.message
+    if len(raw) <= MAILPARSER_MAX_BYTES:
+        try:
+            parsed = mailparser.parse_from_bytes(raw)
+            message: email.message.Message = parsed.message
+            return message
+        except Exception as exc:  # mail-parser raises many kinds on broken MIME
+            defects.append(f"mail-parser failed ({type(exc).__name__}: {str(exc)[:200]}); used compat32")
+    return _compat32_tree(raw, defects)
+
+
+def _compat32_tree(raw: bytes, defects: list[str]) -> email.message.Message | None:
+    """The stdlib tree, fed in chunks (no second whole copy of the message as text).
+
+    When the parser fails part way (a RecursionError on deep nesting), the tree
+    built so far is returned: the parts read before that point are kept.
+    """
+    made: list[email.message.Message] = []
+
+    def factory(policy: email_policy.Policy = email_policy.compat32) -> email.message.Message:
+        message = email.message.Message(policy=policy)
+        made.append(message)
         return message
-    except Exception as exc:  # mail-parser raises many kinds on broken MIME
-        defects.append(f"mail-parser failed ({type(exc).__name__}: {exc}); used compat32")
+
+    parser = email.parser.BytesFeedParser(_factory=factory, policy=email_policy.compat32)
+    made.clear()  # the parser calls the factory once to probe its signature
     try:
-        return email.message_from_bytes(raw, policy=email_policy.compat32)
-    except Exception as exc:  # RecursionError and friends
-        defects.append(f"compat32 failed ({type(exc).__name__}); headers only")
-        return None
+        for start in range(0, len(raw), _FEED_CHUNK):
+            parser.feed(raw[start:start + _FEED_CHUNK])
+        return parser.close()
+    except Exception as exc:  # RecursionError on deep nesting, and friends
+        if not made:
+            defects.append(f"compat32 failed ({type(exc).__name__}): nothing parsed")
+            return None
+        defects.append(f"compat32 stopped part way ({type(exc).__name__}): the parts read before that point "
+                       "are kept, the rest only in the raw message")
+        return made[0]
+
+
+def cap_headers(raw: bytes, defects: list[str]) -> bytes:
+    """The message with every header field over MAX_HEADER_BYTES cut to fit, for the parsers.
+
+    Linear in the size of the header block. A cut falls on white space where
+    there is some, so no encoded word is split; References keeps its first
+    and its last Message-IDs (the parent is the last one). The header block
+    ends where the stdlib parser ends it: at the blank line, or at the first
+    line that is neither a header nor a continuation.
+    """
+    blank = _BLANK_LINE.search(raw)
+    head_end = blank.end() if blank is not None else len(raw)  # with the last header's line ending
+    if head_end <= MAX_HEADER_BYTES:
+        return raw
+    fields: list[list[int]] = []  # [start, end] offsets: no copy of a field with many folded lines
+    position = 0
+    for line in raw[:head_end].splitlines(keepends=True):
+        if fields and line[:1] in (b" ", b"\t"):
+            fields[-1][1] += len(line)
+        elif _HEADER_START.match(line):
+            fields.append([position, position + len(line)])
+        else:
+            break  # the body starts here for the parser too
+        position += len(line)
+    if all(end - start <= MAX_HEADER_BYTES for start, end in fields):
+        return raw
+    out: list[bytes] = []
+    for start, end in fields:
+        item = raw[start:end]
+        if len(item) > MAX_HEADER_BYTES:
+            cut = _cut_field(item)
+            name = clean_line(item.split(b":", 1)[0][:80].decode("ascii", "replace"))
+            defects.append(f"header {name} of {len(item)} bytes cut to {len(cut)} for parsing")
+            item = cut
+        out.append(item)
+    out.append(raw[position:])
+    return b"".join(out)
+
+
+_BLANK_LINE = re.compile(rb"(?:\r\n|\n)(?=\r\n|\n)")
+_HEADER_START = re.compile(rb"From |[\x21-\x39\x3b-\x7e]*:")  # the stdlib feedparser's own test
+
+
+def _cut_field(item: bytes) -> bytes:
+    stripped = item.rstrip(b"\r\n")
+    eol = item[len(stripped):] or b"\r\n"
+    budget = MAX_HEADER_BYTES - len(eol)
+    name, _, value = stripped.partition(b":")
+    if name.strip().lower() == b"references":
+        tokens = value.split()
+        size = len(name) + 2 + (len(tokens[0]) if tokens else 0)
+        if tokens and size <= budget:
+            kept: list[bytes] = []
+            for token in reversed(tokens[1:]):
+                size += len(eol) + 1 + len(token)
+                if size > budget:
+                    break
+                kept.append(token)
+            return name + b": " + (eol + b" ").join([tokens[0], *reversed(kept)]) + eol
+    head = stripped[:budget]
+    space = max(head.rfind(b" "), head.rfind(b"\t"))
+    if space > len(name) + 1:
+        head = head[:space]
+    return head.rstrip(b"\r\n \t") + eol
 
 
 def _header_pairs(message: email.message.Message) -> tuple[tuple[str, str], ...]:
@@ -106,7 +219,10 @@ def _raw_header(message: email.message.Message, name: str) -> str | None:
 
 def _from_tree(message: email.message.Message, defects: list[str]) -> ParsedMail:
     walk = _Walk()
-    _walk(message, 0, walk)
+    try:
+        _walk(message, 0, walk)
+    except RecursionError:  # pragma: no cover - _walk is depth-bounded
+        walk.defects.append("MIME tree too deep to walk: the parts read so far are kept")
     defects.extend(walk.defects)
     html = "\n".join(walk.html)[:MAX_TEXT_CHARS]
     from_html = not walk.plain and bool(html)
@@ -137,7 +253,8 @@ def _assemble(
     def raw(name: str) -> str | None:
         return _raw_header(message, name)
 
-    from_list = addresses(raw("from")) or addresses(raw("sender"))
+    from_value = raw("from")
+    author = parse_mailbox(from_value if from_value is not None else raw("sender"))
     try:
         content_type = message.get_content_type()
     except Exception:
@@ -147,10 +264,12 @@ def _assemble(
         in_reply_to=message_ids(raw("in-reply-to")),
         references=message_ids(raw("references")),
         subject=clean_line(decode_header_value(raw("subject") or "")),
-        from_=from_list[0] if from_list else None,
-        reply_to=addresses(raw("reply-to")),
-        to=addresses(raw("to")),
-        cc=addresses(raw("cc")),
+        from_=author.mailbox,
+        from_header=author.raw,
+        from_problem=author.problem,
+        reply_to=parse_addresses(raw("reply-to")).addresses,
+        to=parse_addresses(raw("to")).addresses,
+        cc=parse_addresses(raw("cc")).addresses,
         date=parse_date(raw("date")),
         text=text,
         html=html,
@@ -163,15 +282,21 @@ def _assemble(
     )
 
 
-def _headers_only(raw: bytes, defects: list[str]) -> ParsedMail:
-    head, body = split_head(raw)
+def _unparsed(raw: bytes, defects: list[str]) -> ParsedMail:
+    """No MIME tree: the headers that parse, no text, the whole message as an .eml attachment.
+
+    Never the body as text: that would show raw MIME (base64) as the customer's words.
+    """
+    blank = _BLANK_LINE.search(raw)
+    head = raw[: blank.end()] if blank is not None else raw[:_FEED_CHUNK]  # never a copy of the body
     try:
-        message = email.parser.BytesHeaderParser(policy=email_policy.compat32).parsebytes(head)
+        message = email.parser.BytesHeaderParser(policy=email_policy.compat32).parsebytes(
+            cap_headers(head + b"\r\n\r\n", defects))
     except Exception as exc:  # pragma: no cover - the header parser is very lenient
         defects.append(f"headers unreadable ({type(exc).__name__})")
         message = email.message.Message()
-    text = decode_bytes(body[:MAX_TEXT_CHARS])
-    return _assemble(message, _header_pairs(message), text, "", (), (), defects)
+    eml = Attachment(filename="message.eml", original_filename="", content_type="message/rfc822", content=raw)
+    return _assemble(message, _header_pairs(message), "", "", (eml,), (), defects)
 
 
 def _walk(part: email.message.Message, depth: int, walk: _Walk) -> None:
@@ -189,8 +314,10 @@ def _walk(part: email.message.Message, depth: int, walk: _Walk) -> None:
     if ctype.startswith("message/") and part.is_multipart():
         _attach_container(part, ctype, walk)
         return
+    payload = part.get_payload()
+    if payload is None:  # a part the parser never finished (a tree cut short): nothing to keep
+        return
     if part.is_multipart():
-        payload = part.get_payload()
         if isinstance(payload, list):
             for child in payload:
                 if isinstance(child, email.message.Message):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -23,10 +23,12 @@ from mailticket.clock import Clock
 from mailticket.domain import Address, Direction, Envelope, ParsedMail, RawState, Role, TicketStatus, Verdict
 from mailticket.errors import TemporaryError
 from mailticket.ingest.bounces import parse_bounce
+from mailticket.ingest.budget import run_with_budget
 from mailticket.ingest.classify import Identity, classify
 from mailticket.ingest.parse import parse
 from mailticket.ingest.replies import visible_text
 from mailticket.ingest.threads import SubjectTag, ThreadMatch, find_thread
+from mailticket.marks import MessageIdSigner
 from mailticket.rules import Rules
 from mailticket.rules.bounces import record_bounce
 from mailticket.settings import MailboxSettings, Settings
@@ -38,6 +40,8 @@ log = logging.getLogger("mailticket.pipeline")
 
 MAX_BATCH_BYTES = 64 * 1024 * 1024
 MAX_PARTICIPANTS_PER_MESSAGE = 20
+PARSE_BUDGET_SECONDS = 10.0  # one message's parse; over it the message is quarantined
+MAX_ADDRESS_CHARS = 254  # RFC 5321's limit for a path: a longer address cannot be written to
 
 
 @dataclass(frozen=True)
@@ -52,11 +56,16 @@ class Outcome:
 
 
 class Pipeline:
-    def __init__(self, db: Database, settings: Settings, clock: Clock, rules: Rules) -> None:
+    def __init__(self, db: Database, settings: Settings, clock: Clock, rules: Rules,
+                 signer: MessageIdSigner, *, parse_fn: Callable[[bytes], ParsedMail] = parse,
+                 parse_budget: float | None = PARSE_BUDGET_SECONDS) -> None:
+        self._parse_fn = parse_fn
+        self._parse_budget = parse_budget  # seconds one message's parse may take; None: unbounded
         self._db = db
         self._settings = settings
         self._clock = clock
         self._rules = rules
+        self._signer = signer
         self._tag = SubjectTag(settings.subject_tag_prefix)
         self._identity = Identity(settings.message_id_domain, settings.loop_token)
 
@@ -85,8 +94,11 @@ class Pipeline:
         del loaded
         outcomes: list[Outcome] = []
         with self._db.transaction() as session:
-            for row in repo.claim_new_raw(session, list(parsed)):
-                outcomes.append(self._process_one(session, row, parsed[row.id]))
+            rows = repo.claim_new_raw(session, list(parsed))
+            # One query per batch: which Message-IDs were also used by other (different) messages.
+            shared = repo.raws_sharing_message_ids(session, {row.message_id for row in rows if row.message_id})
+            for row in rows:
+                outcomes.append(self._process_one(session, row, parsed[row.id], shared.get(row.message_id, [])))
         for outcome in outcomes:
             self._log(outcome)
         return outcomes
@@ -103,20 +115,21 @@ class Pipeline:
 
     # -- one message --------------------------------------------------------
 
-    @staticmethod
-    def _safe_parse(raw: bytes) -> ParsedMail | BaseException:
+    def _safe_parse(self, raw: bytes) -> ParsedMail | BaseException:
+        """Parse outside any transaction, within the budget (over it: BudgetExceeded, quarantined)."""
         try:
-            return parse(raw)
+            return run_with_budget(lambda: self._parse_fn(raw), self._parse_budget)
         except Exception as exc:  # parse() is built not to raise; never trust that with a batch
             return exc
 
-    def _process_one(self, session: Session, row: RawMessage, parsed: ParsedMail | BaseException) -> Outcome:
+    def _process_one(self, session: Session, row: RawMessage, parsed: ParsedMail | BaseException,
+                     shared: list[tuple[int, int | None]]) -> Outcome:
         now = self._clock.now()
         try:
             with session.begin_nested():
                 if isinstance(parsed, BaseException):
                     raise parsed
-                return self._handle(session, row, parsed)
+                return self._handle(session, row, parsed, shared)
         except (OperationalError, TemporaryError):
             raise  # the database itself failed: abort the batch, retry later
         except DBAPIError as exc:
@@ -132,15 +145,16 @@ class Pipeline:
         repo.add_event(session, now, "quarantined", error, raw_id=row.id, message_id=row.message_id)
         return Outcome(row.id, row.message_id, RawState.QUARANTINED, None, "quarantined", "", error)
 
-    def _handle(self, session: Session, row: RawMessage, mail: ParsedMail) -> Outcome:
+    def _handle(self, session: Session, row: RawMessage, mail: ParsedMail,
+                shared: list[tuple[int, int | None]]) -> Outcome:
         now = self._clock.now()
         envelope = Envelope(row.source, row.mail_from, tuple(row.recipients), row.peer)
-        sender = mail.from_ or Address("", row.mail_from.strip("<>").lower())
+        sender = _sender(mail, row.mail_from)
         is_agent = self._settings.is_agent(sender.email)
         verdict = classify(mail, envelope, self._identity)
         bounce = parse_bounce(mail, set(self._settings.support_addresses)) if verdict.kind == "bounce" else None
         returned = bounce.original_message_id if bounce is not None else ""
-        match = find_thread(session, mail, sender.email, is_agent, self._tag, returned)
+        match = find_thread(session, mail, sender.email, is_agent, self._tag, self._signer, returned)
         review = self._settings.machine_replies == "review_ticket"
         if match.ticket_number is not None and not verdict.is_human and review:
             match = ThreadMatch(None, f"{match.reason}; {verdict.kind} mail goes to a new ticket for review "
@@ -153,11 +167,18 @@ class Pipeline:
         else:
             ticket = session.get_one(Ticket, match.ticket_number)
         message = self._store_message(session, row, mail, message_id, ticket, sender, is_agent, verdict, now)
-        self._add_participants(session, ticket, mail, sender, is_agent, created)
+        if created or match.joined_by in ("participant", "agent", "tag"):
+            # Participants come from the requester and the Cc of a participant's (or agent's) mail,
+            # never from a reference alone.
+            self._add_participants(session, ticket, mail, sender, is_agent, created)
         repo.add_event(session, now, "classified", f"{verdict.kind}: {verdict.reason}",
                        ticket_number=ticket.number, raw_id=row.id, message_id=message_id)
         repo.add_event(session, now, "new_ticket" if created else "threaded", match.reason,
                        ticket_number=ticket.number, raw_id=row.id, message_id=message_id)
+        self._note_identity(session, row, mail, ticket, message_id, now,
+                            [(raw_id, number) for raw_id, number in shared if raw_id < row.id])
+        if match.linked_to is not None and created:
+            self._link(session, ticket, match.linked_to, sender, message_id, now)
         if bounce is not None:
             record_bounce(session, bounce, ticket.number, message_id, now, self._settings.limits.bounce_suppress_days)
         self._rules.apply(session, ticket=ticket, message=message, mail=mail, sender=sender,
@@ -206,6 +227,7 @@ class Pipeline:
             references=list(mail.references),
             from_addr=sender.email,
             from_name=sender.name,
+            from_header=mail.from_header[:2000],
             to_addrs=[a.email for a in mail.to],
             cc_addrs=[a.email for a in mail.cc],
             subject=mail.subject,
@@ -246,10 +268,36 @@ class Pipeline:
             select(Participant.email).where(Participant.ticket_number == ticket.number)
         ).scalars())
         for address, role in wanted:
-            if address.email and address.email not in existing:
-                session.add(Participant(ticket_number=ticket.number, email=address.email[:320],
-                                             name=address.name, role=role))
+            if address.email and address.email not in existing and len(address.email) <= MAX_ADDRESS_CHARS:
+                session.add(Participant(ticket_number=ticket.number, email=address.email, name=address.name,
+                                        role=role))
                 existing.add(address.email)
+
+    def _note_identity(self, session: Session, row: RawMessage, mail: ParsedMail, ticket: Ticket,
+                       message_id: str, now: dt.datetime, earlier: list[tuple[int, int | None]]) -> None:
+        """Events for what an agent must know about who sent this: an unknown sender, a reused Message-ID."""
+        if mail.from_problem:
+            repo.add_event(session, now, "sender_unknown",
+                           f"From: {mail.from_header[:300]!r} does not parse strictly ({mail.from_problem}): "
+                           "no mail goes to a guessed address", ticket_number=ticket.number, raw_id=row.id,
+                           message_id=message_id)
+        if earlier:
+            others = ", ".join(f"raw #{raw_id}" + (f" (ticket #{number})" if number else "")
+                               for raw_id, number in earlier[:5])
+            repo.add_event(session, now, "message_id_reused",
+                           f"Message-ID <{row.message_id}> was already used by a different message ({others}): "
+                           "stored as a message of its own", ticket_number=ticket.number, raw_id=row.id,
+                           message_id=message_id)
+
+    def _link(self, session: Session, ticket: Ticket, other: int, sender: Address, message_id: str,
+              now: dt.datetime) -> None:
+        ticket.linked_to = other
+        who = sender.email or "an unknown sender"
+        repo.add_event(session, now, "linked", f"linked to #{other}: this mail references #{other}, but {who} "
+                       f"is not a participant there", ticket_number=ticket.number, message_id=message_id)
+        repo.add_event(session, now, "linked", f"#{ticket.number} was opened by {who} with a mail that references "
+                       f"this ticket; not joined: {who} is not a participant", ticket_number=other,
+                       message_id=message_id)
 
     def _log(self, outcome: Outcome) -> None:
         ticket = f"#{outcome.ticket_number}" if outcome.ticket_number is not None else "-"
@@ -259,6 +307,15 @@ class Pipeline:
         else:
             log.info("message <%s> raw=%d ticket=%s decision=%s verdict=%s", outcome.message_id,
                      outcome.raw_id, ticket, outcome.decision, outcome.verdict)
+
+
+def _sender(mail: ParsedMail, envelope_from: str) -> Address:
+    """From, parsed strictly; the envelope sender only when the mail has no From at all."""
+    if mail.from_ is not None:
+        return mail.from_
+    if mail.from_problem or mail.from_header:
+        return Address("", "")  # sender unknown: never a guessed address
+    return Address("", envelope_from.strip("<>").lower())
 
 
 def _describe(exc: BaseException) -> str:

@@ -11,18 +11,19 @@ still holds a line break, so no header can ever be injected.
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 from dataclasses import dataclass
 from email.header import Header
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
+from email.policy import compat32
 from email.utils import format_datetime, formataddr
 
 from mailticket.domain import Address
-from mailticket.ingest.classify import LOOP_HEADER, OWN_MESSAGE_ID_PREFIX
 from mailticket.ingest.decode import clean_line
+from mailticket.marks import LOOP_HEADER
 
 MAX_REFERENCES = 20
+_UNFOLDED = compat32.clone(max_line_length=0)
 
 
 @dataclass(frozen=True)
@@ -30,11 +31,6 @@ class Composed:
     message_id: str  # without brackets
     subject: str
     content: bytes
-
-
-def new_message_id(domain: str, ticket_number: int | None) -> str:
-    ticket = f"{ticket_number}." if ticket_number is not None else ""
-    return f"{OWN_MESSAGE_ID_PREFIX}{ticket}{secrets.token_hex(8)}@{domain}"
 
 
 def header_address(address: Address) -> str:
@@ -70,15 +66,13 @@ def compose(
     subject: str,
     text: str,
     html: str,
-    message_id_domain: str,
+    message_id: str,
     loop_token: str,
-    ticket_number: int | None,
     now: dt.datetime,
     in_reply_to: str = "",
     references: tuple[str, ...] = (),
     auto_submitted: str = "auto-replied",
 ) -> Composed:
-    message_id = new_message_id(message_id_domain, ticket_number)
     msg = MIMEMultipart("alternative")
     msg["From"] = header_address(sender)
     msg["To"] = header_address(recipient)
@@ -98,7 +92,10 @@ def compose(
     msg[LOOP_HEADER] = _text_header(loop_token)
     msg.attach(MIMEText(text, "plain", "utf-8"))
     msg.attach(MIMEText(html, "html", "utf-8"))
-    return Composed(message_id, clean_subject, msg.as_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+    # max_line_length=0: the generator never re-folds; values that need folding (Subject, References)
+    # come folded by Header.encode(), and a Message-ID is never split from its header name.
+    content = msg.as_bytes(policy=_UNFOLDED)
+    return Composed(message_id, clean_subject, content.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
 
 
 def _is_message_id(value: str) -> bool:

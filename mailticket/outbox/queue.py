@@ -13,15 +13,16 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from mailticket.domain import Address, Direction, OutboxState, Role
+from mailticket.marks import MessageIdSigner
 from mailticket.outbox.compose import Composed, compose
 from mailticket.outbox.render import Renderer
 from mailticket.store.models import Message, OutboxRow, Ticket
 
 
 class OutboxWriter:
-    def __init__(self, renderer: Renderer, message_id_domain: str, loop_token: str) -> None:
+    def __init__(self, renderer: Renderer, signer: MessageIdSigner, loop_token: str) -> None:
         self._renderer = renderer
-        self._domain = message_id_domain
+        self._signer = signer
         self._loop_token = loop_token
 
     def queue(
@@ -44,9 +45,8 @@ class OutboxWriter:
             subject=subject,
             text=text,
             html=html,
-            message_id_domain=self._domain,
+            message_id=self._signer.new(ticket.number),
             loop_token=self._loop_token,
-            ticket_number=ticket.number,
             now=now,
             in_reply_to=answering.message_id if answering is not None else "",
             references=tuple(answering.references) if answering is not None else (),

@@ -25,7 +25,7 @@ from mailticket.errors import SchemaError, TemporaryError
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 # The newest migration in store/migrations/versions. Kept here so every CLI start
 # can check the schema without importing Alembic; a test keeps it in step.
-SCHEMA_HEAD = "0003"
+SCHEMA_HEAD = "0004"
 
 
 def make_engine(url: str, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS, **kwargs: Any) -> Engine:
@@ -124,9 +124,19 @@ class Database:
         before = self.current_revision()
         config = Config()
         config.set_main_option("script_location", "mailticket.store:migrations")
-        with self.engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+        with self.engine.connect() as connection:
+            if self.is_sqlite:
+                # Batch migrations copy and drop tables; with foreign keys on, SQLite's DROP TABLE
+                # would cascade into the rows that point at them. Off for the migration only
+                # (outside any transaction, where SQLite honours the pragma).
+                connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
+            try:
+                with connection.begin():
+                    config.attributes["connection"] = connection
+                    command.upgrade(config, "head")
+            finally:
+                if self.is_sqlite:
+                    connection.connection.driver_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
         return before, self.current_revision()
 
     def check_schema(self) -> None:

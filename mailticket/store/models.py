@@ -43,28 +43,69 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
+def _without_nul(value: str | None) -> str | None:
+    return value.replace("\x00", "") if value is not None and "\x00" in value else value
+
+
+class CleanText(TypeDecorator[str]):
+    """Text without NUL: PostgreSQL refuses NUL in text, and it means nothing in mail text.
+
+    Every text column uses it (or CleanString), on every database, so a stored value
+    is the same everywhere (the raw bytes keep whatever the sender sent).
+    """
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return _without_nul(value)
+
+
+class CleanString(TypeDecorator[str]):
+    """A bounded string without NUL, for values we make ourselves (states, kinds, names from config)."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return _without_nul(value)
+
+
+class CleanList(TypeDecorator[list[str]]):
+    """A JSON list of strings, NUL removed from each."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: list[str] | None, dialect: Dialect) -> list[str] | None:
+        if value is None:
+            return None
+        return [v.replace("\x00", "") if isinstance(v, str) else v for v in value]
+
+
 class Base(DeclarativeBase):
-    type_annotation_map: ClassVar[dict[Any, Any]] = {dt.datetime: UTCDateTime, list[str]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dt.datetime: UTCDateTime, list[str]: CleanList}
 
 
 class Ticket(Base):
     __tablename__ = "tickets"
 
     number: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    subject: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), index=True)
-    priority: Mapped[str] = mapped_column(String(16), default="normal")
-    queue: Mapped[str] = mapped_column(String(100))
-    mailbox: Mapped[str] = mapped_column(String(320))
-    requester: Mapped[str] = mapped_column(String(320), index=True)
-    requester_name: Mapped[str] = mapped_column(Text, default="")
-    assignee: Mapped[str | None] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(CleanText)
+    status: Mapped[str] = mapped_column(CleanString(16), index=True)
+    priority: Mapped[str] = mapped_column(CleanString(16), default="normal")
+    queue: Mapped[str] = mapped_column(CleanString(100))
+    mailbox: Mapped[str] = mapped_column(CleanString(320))
+    requester: Mapped[str] = mapped_column(CleanText, index=True)  # "" when the sender is unknown
+    requester_name: Mapped[str] = mapped_column(CleanText, default="")
+    assignee: Mapped[str | None] = mapped_column(CleanString(320))
     needs_review: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime]
     updated_at: Mapped[dt.datetime]
     first_response_at: Mapped[dt.datetime | None]
     solved_at: Mapped[dt.datetime | None]
     closed_at: Mapped[dt.datetime | None]
+    linked_to: Mapped[int | None] = mapped_column(Integer)  # a ticket this one referenced but could not join
 
     messages: Mapped[list[Message]] = relationship(back_populates="ticket", order_by="Message.id")
     participants: Mapped[list[Participant]] = relationship(back_populates="ticket", order_by="Participant.id")
@@ -76,9 +117,9 @@ class Participant(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     ticket_number: Mapped[int] = mapped_column(ForeignKey("tickets.number", ondelete="CASCADE"))
-    email: Mapped[str] = mapped_column(String(320), index=True)
-    name: Mapped[str] = mapped_column(Text, default="")
-    role: Mapped[str] = mapped_column(String(16))  # requester, cc, agent
+    email: Mapped[str] = mapped_column(CleanText, index=True)
+    name: Mapped[str] = mapped_column(CleanText, default="")
+    role: Mapped[str] = mapped_column(CleanString(16))  # requester, cc, agent
 
     ticket: Mapped[Ticket] = relationship(back_populates="participants")
 
@@ -89,23 +130,26 @@ class RawMessage(Base):
     __tablename__ = "raw_messages"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    dedupe_key: Mapped[str] = mapped_column(String(1000), unique=True)
-    message_id: Mapped[str] = mapped_column(Text, default="")
-    sha256: Mapped[str] = mapped_column(String(64))
+    dedupe_key: Mapped[str] = mapped_column(CleanString(1000), unique=True)
+    message_id: Mapped[str] = mapped_column(CleanText, default="")
+    sha256: Mapped[str] = mapped_column(CleanString(64))
     size: Mapped[int] = mapped_column(BigInteger)
     raw: Mapped[bytes] = mapped_column(LargeBinary)
-    source: Mapped[str] = mapped_column(String(16))
-    mail_from: Mapped[str] = mapped_column(Text, default="")
+    source: Mapped[str] = mapped_column(CleanString(16))
+    mail_from: Mapped[str] = mapped_column(CleanText, default="")
     recipients: Mapped[list[str]] = mapped_column(default=list)
-    peer: Mapped[str] = mapped_column(Text, default="")
-    state: Mapped[str] = mapped_column(String(16))
-    error: Mapped[str | None] = mapped_column(Text)
+    peer: Mapped[str] = mapped_column(CleanText, default="")
+    state: Mapped[str] = mapped_column(CleanString(16))
+    error: Mapped[str | None] = mapped_column(CleanText)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     ticket_number: Mapped[int | None] = mapped_column(ForeignKey("tickets.number"))
     received_at: Mapped[dt.datetime]
     processed_at: Mapped[dt.datetime | None]
 
-    __table_args__ = (Index("ix_raw_messages_state_id", "state", "id"),)
+    __table_args__ = (
+        Index("ix_raw_messages_state_id", "state", "id"),
+        Index("ix_raw_messages_message_id", "message_id"),
+    )
 
 
 class Message(Base):
@@ -114,22 +158,23 @@ class Message(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     ticket_number: Mapped[int] = mapped_column(ForeignKey("tickets.number", ondelete="CASCADE"), index=True)
     raw_id: Mapped[int | None] = mapped_column(ForeignKey("raw_messages.id"))
-    direction: Mapped[str] = mapped_column(String(3))
-    message_id: Mapped[str] = mapped_column(String(1000), index=True)
+    direction: Mapped[str] = mapped_column(CleanString(3))
+    message_id: Mapped[str] = mapped_column(CleanText, index=True)
     in_reply_to: Mapped[list[str]] = mapped_column(default=list)
     references: Mapped[list[str]] = mapped_column(default=list)
-    from_addr: Mapped[str] = mapped_column(String(320))
-    from_name: Mapped[str] = mapped_column(Text, default="")
+    from_addr: Mapped[str] = mapped_column(CleanText)  # "" when the From header did not parse strictly
+    from_name: Mapped[str] = mapped_column(CleanText, default="")
+    from_header: Mapped[str] = mapped_column(CleanText, default="")  # the From header as received, for display
     to_addrs: Mapped[list[str]] = mapped_column(default=list)
     cc_addrs: Mapped[list[str]] = mapped_column(default=list)
-    subject: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str] = mapped_column(CleanText)
     date: Mapped[dt.datetime | None]
-    text: Mapped[str] = mapped_column(Text)
-    visible_text: Mapped[str] = mapped_column(Text)
-    html: Mapped[str] = mapped_column(Text, default="")
-    author_role: Mapped[str] = mapped_column(String(16))
-    verdict: Mapped[str] = mapped_column(String(16))
-    verdict_reason: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(CleanText)
+    visible_text: Mapped[str] = mapped_column(CleanText)
+    html: Mapped[str] = mapped_column(CleanText, default="")
+    author_role: Mapped[str] = mapped_column(CleanString(16))
+    verdict: Mapped[str] = mapped_column(CleanString(16))
+    verdict_reason: Mapped[str] = mapped_column(CleanText)
     created_at: Mapped[dt.datetime]
 
     ticket: Mapped[Ticket] = relationship(back_populates="messages")
@@ -141,7 +186,7 @@ class Blob(Base):
 
     __tablename__ = "blobs"
 
-    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sha256: Mapped[str] = mapped_column(CleanString(64), primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
     content: Mapped[bytes] = mapped_column(LargeBinary)
 
@@ -151,13 +196,13 @@ class AttachmentRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     message_row_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
-    filename: Mapped[str] = mapped_column(String(255))
-    original_filename: Mapped[str] = mapped_column(Text, default="")
-    content_type: Mapped[str] = mapped_column(String(255))
+    filename: Mapped[str] = mapped_column(CleanString(255))
+    original_filename: Mapped[str] = mapped_column(CleanText, default="")
+    content_type: Mapped[str] = mapped_column(CleanString(255))
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"))
     inline: Mapped[bool] = mapped_column(Boolean, default=False)
-    content_id: Mapped[str] = mapped_column(Text, default="")
+    content_id: Mapped[str] = mapped_column(CleanText, default="")
 
 
 class OutboxRow(Base):
@@ -167,15 +212,15 @@ class OutboxRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     ticket_number: Mapped[int | None] = mapped_column(ForeignKey("tickets.number"), index=True)
-    kind: Mapped[str] = mapped_column(String(32))
-    to_addr: Mapped[str] = mapped_column(String(320), index=True)
-    subject: Mapped[str] = mapped_column(Text)
-    message_id: Mapped[str] = mapped_column(String(1000), unique=True)
+    kind: Mapped[str] = mapped_column(CleanString(32))
+    to_addr: Mapped[str] = mapped_column(CleanText, index=True)
+    subject: Mapped[str] = mapped_column(CleanText)
+    message_id: Mapped[str] = mapped_column(CleanString(1000), unique=True)
     content: Mapped[bytes] = mapped_column(LargeBinary)
-    state: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(CleanString(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[dt.datetime]
-    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error: Mapped[str | None] = mapped_column(CleanText)
     created_at: Mapped[dt.datetime]
     sent_at: Mapped[dt.datetime | None]
 
@@ -193,9 +238,9 @@ class Event(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     ticket_number: Mapped[int | None] = mapped_column(ForeignKey("tickets.number"), index=True)
     raw_id: Mapped[int | None] = mapped_column(ForeignKey("raw_messages.id"), index=True)
-    message_id: Mapped[str] = mapped_column(Text, default="")
-    kind: Mapped[str] = mapped_column(String(32))
-    detail: Mapped[str] = mapped_column(Text)
+    message_id: Mapped[str] = mapped_column(CleanText, default="")
+    kind: Mapped[str] = mapped_column(CleanString(32))
+    detail: Mapped[str] = mapped_column(CleanText)
     created_at: Mapped[dt.datetime]
 
 
@@ -205,8 +250,8 @@ class ImapFolderState(Base):
     __tablename__ = "imap_folders"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    account: Mapped[str] = mapped_column(String(500))  # user@host:port
-    folder: Mapped[str] = mapped_column(String(1000))
+    account: Mapped[str] = mapped_column(CleanString(500))  # user@host:port
+    folder: Mapped[str] = mapped_column(CleanString(1000))
     uidvalidity: Mapped[int] = mapped_column(BigInteger)
     last_uid: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[dt.datetime]
@@ -219,13 +264,13 @@ class SourceStatus(Base):
 
     __tablename__ = "source_status"
 
-    name: Mapped[str] = mapped_column(String(500), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16))
-    state: Mapped[str] = mapped_column(String(32))
-    detail: Mapped[str] = mapped_column(Text, default="")
-    instance: Mapped[str] = mapped_column(String(200), default="")
+    name: Mapped[str] = mapped_column(CleanString(500), primary_key=True)
+    kind: Mapped[str] = mapped_column(CleanString(16))
+    state: Mapped[str] = mapped_column(CleanString(32))
+    detail: Mapped[str] = mapped_column(CleanText, default="")
+    instance: Mapped[str] = mapped_column(CleanString(200), default="")
     last_success_at: Mapped[dt.datetime | None]
-    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error: Mapped[str | None] = mapped_column(CleanText)
     last_error_at: Mapped[dt.datetime | None]
     next_retry_at: Mapped[dt.datetime | None]
     updated_at: Mapped[dt.datetime]
@@ -236,9 +281,9 @@ class AddressSuppression(Base):
 
     __tablename__ = "address_suppressions"
 
-    address: Mapped[str] = mapped_column(String(320), primary_key=True)
-    reason: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), default="")
-    source_message_id: Mapped[str] = mapped_column(Text, default="")
+    address: Mapped[str] = mapped_column(CleanText, primary_key=True)
+    reason: Mapped[str] = mapped_column(CleanText)
+    status: Mapped[str] = mapped_column(CleanString(16), default="")
+    source_message_id: Mapped[str] = mapped_column(CleanText, default="")
     created_at: Mapped[dt.datetime]
     until: Mapped[dt.datetime]

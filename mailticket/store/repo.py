@@ -56,6 +56,20 @@ def claim_new_raw(session: Session, ids: Sequence[int]) -> Sequence[RawMessage]:
     ).scalars().all()
 
 
+def raws_sharing_message_ids(session: Session, message_ids: set[str]) -> dict[str, list[tuple[int, int | None]]]:
+    """Message-ID -> [(raw id, ticket)] of every stored raw message with that Message-ID, oldest first."""
+    found: dict[str, list[tuple[int, int | None]]] = {}
+    if not message_ids:
+        return found
+    rows = session.execute(
+        select(RawMessage.message_id, RawMessage.id, RawMessage.ticket_number)
+        .where(RawMessage.message_id.in_(sorted(message_ids))).order_by(RawMessage.id)
+    ).all()
+    for message_id, raw_id, ticket in rows:
+        found.setdefault(message_id, []).append((raw_id, ticket))
+    return {mid: raws for mid, raws in found.items() if len(raws) > 1}
+
+
 def store_blob(session: Session, content: bytes) -> str:
     """Store content once per sha256 (race-free across instances); returns the hash."""
     sha = hashlib.sha256(content).hexdigest()
@@ -138,10 +152,18 @@ def claim_outbox(session: Session, row_id: int, now: dt.datetime) -> OutboxRow |
 
 
 def stale_sending(session: Session, now: dt.datetime) -> Sequence[OutboxRow]:
+    """Rows 'sending' or 'delivering' whose lease ran out, locked (skipping rows another instance holds)."""
     return session.execute(
         select(OutboxRow)
-        .where(OutboxRow.state == OutboxState.SENDING, OutboxRow.next_attempt_at <= now)
+        .where(OutboxRow.state.in_([OutboxState.SENDING, OutboxState.DELIVERING]), OutboxRow.next_attempt_at <= now)
         .with_for_update(skip_locked=True)
+    ).scalars().all()
+
+
+def outbox_in_state(session: Session, state: OutboxState) -> Sequence[OutboxRow]:
+    """Every outbox row in one state, oldest first, locked (skipping rows another instance holds)."""
+    return session.execute(
+        select(OutboxRow).where(OutboxRow.state == state).order_by(OutboxRow.id).with_for_update(skip_locked=True)
     ).scalars().all()
 
 
