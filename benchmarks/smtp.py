@@ -6,7 +6,12 @@ Both servers run as their own process on a free loopback port and get the same
 load from an asyncio client: S concurrent sessions, a new connection per
 message. Printed: messages/second, and p50/p99 time from the end of DATA to the
 250, for each, with the ratio; and whether the pipeline kept up (the inbox
-backlog while the load ran, and how long it took to drain afterwards).
+backlog while the load ran, and how long it took to drain afterwards); and
+whether the sender kept up: each message (from its own customer) gets an
+acknowledgement, sent over SMTP to an aiosmtpd sink in this process, so the
+acknowledgements per second (during the load, and from its start to the last
+one) print beside the intake rate, with how long the last one took after the
+last 250.
 No asserts: these are figures to read, measured in the same run.
 """
 
@@ -57,7 +62,7 @@ def wait_port(port: int, timeout: float = 30) -> None:
 
 def message(i: int) -> bytes:
     body = "".join(f"Line {n} of a support request about the broken widget.\r\n" for n in range(20))
-    return (f"From: Customer {i % 50} <customer{i % 50}@load.example>\r\nTo: support@localhost\r\n"
+    return (f"From: Customer {i} <customer{i}@load.example>\r\nTo: support@localhost\r\n"
             f"Subject: Load test message {i}\r\nMessage-ID: <load-{i}-{time.time_ns()}@load.example>\r\n"
             f"Date: Mon, 23 Nov 2026 10:00:00 +0000\r\n\r\n{body}").encode()
 
@@ -119,6 +124,17 @@ def backlog(db: Path) -> int:
         conn.close()
 
 
+class AckSink:
+    """Where mailticket's acknowledgements go: counts each, with when it arrived."""
+
+    def __init__(self) -> None:
+        self.arrived: list[float] = []
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        self.arrived.append(time.monotonic())
+        return "250 2.0.0 Ok"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=2000)
@@ -134,12 +150,17 @@ def main() -> None:
     finally:
         bare.communicate(b"", timeout=30)
 
+    from aiosmtpd.controller import Controller
+
+    acks = AckSink()
+    sink = Controller(acks, hostname="127.0.0.1", port=free_port())
+    sink.start()
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         db = Path(tmp) / "bench.db"
         config = Path(tmp) / "mailticket.toml"
         config.write_text(f'[database]\nurl = "sqlite:///{db}"\nauto_upgrade = true\n'
-                          f'[outbound]\ntransport = "maildir:{tmp}/outbox"\n'
+                          f'[outbound]\ntransport = "smtp://127.0.0.1:{sink.port}"\n'
                           f'[smtp]\nlisten = ["127.0.0.1:{port}"]\nmax_connections_per_ip = 1000\n'
                           f'[log]\nlevel = "warning"\n')
         log = (Path(tmp) / "serve.log").open("wb")
@@ -156,7 +177,10 @@ def main() -> None:
 
             sampler = threading.Thread(target=sample)
             sampler.start()
+            load_start = time.monotonic()
             elapsed, latencies = asyncio.run(load(port, args.messages, args.sessions))
+            load_end = time.monotonic()
+            acks_during = len(acks.arrived)
             done.set()
             sampler.join()
             at_end = backlog(db)
@@ -165,10 +189,17 @@ def main() -> None:
                 time.sleep(0.2)
             drain = time.perf_counter() - drain_start
             left = backlog(db)
+            last_progress = time.monotonic()
+            seen = len(acks.arrived)
+            while seen < args.messages and time.monotonic() - last_progress < 60:
+                time.sleep(0.2)
+                if len(acks.arrived) > seen:
+                    seen, last_progress = len(acks.arrived), time.monotonic()
         finally:
             serve.terminate()
             serve.wait(timeout=60)
             log.close()
+        sink.stop()
         if serve.returncode != 0:
             print((Path(tmp) / "serve.log").read_text()[-2000:], file=sys.stderr)
 
@@ -180,6 +211,14 @@ def main() -> None:
     print(f"ratio: {rate / bare_rate:.0%} of the bare handler's rate (target: at least 50%)")
     print(f"inbox backlog: peak {peak[0]}, {at_end} left when the load ended, drained in {drain:.1f} s"
           f"{'' if not left else f' ({left} still new after 600 s)'}")
+    sent = len(acks.arrived)
+    print(f"acknowledgements: {sent} of {args.messages} sent over SMTP; {acks_during} while the load ran "
+          f"({acks_during / (load_end - load_start):.0f}/s beside {rate:.0f} msg/s intake)")
+    if sent:
+        last = acks.arrived[-1]
+        print(f"  {sent / (last - load_start):.0f} acknowledgements/s from the load's start to the last one, "
+              f"which left {max(0.0, last - load_end):.1f} s after the last 250"
+              + ("" if sent == args.messages else " (then none for 60 s)"))
 
 
 if __name__ == "__main__":

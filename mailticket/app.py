@@ -21,6 +21,7 @@ from mailticket.rules import Rules
 from mailticket.settings import IdentitySettings, MailboxSettings, Settings
 from mailticket.sources.imap import ImapPoller
 from mailticket.sources.status import StatusBoard
+from mailticket.store import paths as state_folders
 from mailticket.store.db import Database
 
 log = logging.getLogger("mailticket")
@@ -72,8 +73,17 @@ class App:
         except SchemaError:
             if not allowed:
                 raise
+            self.ensure_storage()
             before, after = self.db.upgrade()
             log.info("database schema upgraded from %s to %s", before or "(empty)", after)
+
+    def storage_problems(self) -> list[str]:
+        """What would stop us from writing our state folders (nothing is created: check-config)."""
+        return state_folders.problems(self.settings)
+
+    def ensure_storage(self) -> None:
+        """Create the state folders 0700; CantCreateError (exit 73) names a folder that cannot be made."""
+        state_folders.ensure(self.settings)
 
     def close(self) -> None:
         self.db.dispose()
@@ -93,7 +103,7 @@ def install_secret(identity: IdentitySettings) -> bytes:
     value = secrets.token_hex(32)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        state_folders.make_dir(path.parent)
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="ascii") as handle:
             handle.write(value + "\n")

@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
@@ -18,14 +19,15 @@ from typing import Any
 from sqlalchemy import select
 
 from mailticket import __version__
-from mailticket.app import App
+from mailticket.app import TEMPLATES, App
 from mailticket.domain import Envelope, RawState
-from mailticket.errors import ConfigError, SchemaError, TemporaryError
+from mailticket.errors import CantCreateError, ConfigError, SchemaError, TemporaryError
 from mailticket.settings import MailboxSettings, Settings, load, locate_config
 from mailticket.store import repo
 from mailticket.store.models import AddressSuppression, Message, OutboxRow, RawMessage, Ticket
+from mailticket.store.paths import user as state_user
 
-EX_OK, EX_USAGE, EX_SOFTWARE, EX_TEMPFAIL, EX_CONFIG = 0, 64, 70, 75, 78
+EX_OK, EX_USAGE, EX_SOFTWARE, EX_CANTCREAT, EX_IOERR, EX_TEMPFAIL, EX_CONFIG = 0, 64, 70, 73, 74, 75, 78
 MAX_PIPE_BYTES = 64 * 1024 * 1024
 
 
@@ -38,6 +40,10 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _app(args: argparse.Namespace, upgrade: bool | None = None) -> App:
     app = App(_settings(args))
+    problems = app.storage_problems()
+    if problems:
+        app.close()
+        raise CantCreateError(problems)
     app.prepare(upgrade)
     return app
 
@@ -61,9 +67,19 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = _settings(args)
     app = App(settings)
-    app.renderer.check(["ack_new"])
+    app.renderer.check(TEMPLATES)  # every file of every kind, rendered with sample contexts
+    try:
+        problems = app.storage_problems()  # looked at, nothing created
+        if problems:
+            raise CantCreateError(problems)
+        app.db.ping()  # a missing SQLite file is reported below, not created
+        revision = app.db.current_revision()
+    finally:
+        app.close()
     print(f"{settings.source}: configuration is valid")
-    print(f"  database: {settings.database_url.split('@')[-1]}")
+    print(f"  state: {settings.state_dir}")
+    schema = revision or "none yet (`mailticket db upgrade` creates it)"
+    print(f"  database: {app.db.describe()} (schema {schema})")
     print(f"  mailboxes: {', '.join(m.address for m in settings.mailboxes)}")
     print(f"  outbound: {settings.outbound.transport}")
     for m in settings.mailboxes:
@@ -74,6 +90,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     app = App(_settings(args))
+    app.ensure_storage()
     before, after = app.db.upgrade()
     print(f"database schema: {before or '(empty)'} -> {after}")
     return EX_OK
@@ -89,8 +106,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             return 73  # EX_CANTCREAT: permanent, the MTA bounces it
         recipients = tuple(args.recipient or ())
         accepted = app.inbox.accept(raw, Envelope("pipe", args.sender or "", recipients))
+    except CantCreateError as exc:  # 73 would make the MTA bounce the mail: the admin fixes this, the MTA waits
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print("mailticket ingest: not stored, try again later", file=sys.stderr)
+        return EX_TEMPFAIL
     except (ConfigError, SchemaError):
-        raise
+        raise  # 78: EX_CONFIG, which MTAs treat as temporary too
     except Exception as exc:  # anything before the commit is temporary for the sender
         print(f"mailticket ingest: not stored, try again later: {exc}", file=sys.stderr)
         return EX_TEMPFAIL
@@ -128,7 +150,16 @@ def cmd_import(args: argparse.Namespace) -> int:
                          f"dup {summary.duplicates}  quarantined {summary.quarantined}")
         sys.stderr.flush()
 
-    summary = run_import([Path(p) for p in args.paths], app.inbox, app.pipeline, progress)
+    # A bulk command: its progress bar and summary, not an INFO line per message (those at
+    # --verbose); a quarantined message still warns. serve and ingest keep their line per message.
+    pipeline_log = logging.getLogger("mailticket.pipeline")
+    level = pipeline_log.level
+    if not args.verbose:
+        pipeline_log.setLevel(max(pipeline_log.getEffectiveLevel(), logging.WARNING))
+    try:
+        summary = run_import([Path(p) for p in args.paths], app.inbox, app.pipeline, progress)
+    finally:
+        pipeline_log.setLevel(level)
     if show:
         sys.stderr.write("\n")
     if args.json:
@@ -162,6 +193,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from mailticket.schedule.service import Service
 
     app = _app(args)
+    app.ensure_storage()  # the outbox maildir and the secret's folder, before the first mail needs them
     service = Service(app)
 
     stopped = _stop_on_signals(service.stopped)
@@ -223,6 +255,7 @@ def cmd_poll(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from mailticket.report import status_report
+    from mailticket.schedule.heartbeat import describe as describe_instance
 
     app = _app(args)
     report = status_report(app)
@@ -231,6 +264,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         _print_json(report)
         return EX_OK
     print(f"config: {report['config']}")
+    now = app.clock.now()
+    for instance in report["instances"]:
+        print(describe_instance(instance, now))
+    if not any(instance["running"] for instance in report["instances"]):
+        print("serve: not running" + ("" if report["instances"] else " (no heartbeat)"))
     print(f"smtp listen: {', '.join(report['smtp']['listen']) or '(none)'}")
     print("inbox: " + (", ".join(f"{k} {v}" for k, v in sorted(report["inbox"].items())) or "empty"))
     print("outbox: " + (", ".join(f"{k} {v}" for k, v in sorted(report["outbox"].items())) or "empty"))
@@ -426,6 +464,9 @@ def cmd_outbox_retry(args: argparse.Namespace) -> int:
     if row is None:
         print(f"outbox retry: no outbox row {args.id}", file=sys.stderr)
         return 1
+    if row.state == "failed" and not row.content:
+        print(f"outbox retry: #{row.id} was never rendered ({row.last_error}); it cannot be sent", file=sys.stderr)
+        return 1
     if row.state != "queued":
         print(f"outbox retry: #{row.id} is {row.state}; only failed or uncertain mail is queued again",
               file=sys.stderr)
@@ -479,6 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                "or the embedded default)")
     parser.add_argument("--version", action="version", version=f"mailticket {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an error, not just its line")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str,
@@ -510,7 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("explain", cmd_explain, "why a message got the ticket, verdict and mails it got")
     p.add_argument("message_id", metavar="MESSAGE-ID")
     p.add_argument("--json", action="store_true")
-    p = add("status", cmd_status, "each mail source's state, and what waits in the inbox and outbox")
+    p = add("status", cmd_status, "whether serve runs, each mail source's state, what waits in inbox and outbox")
     p.add_argument("--json", action="store_true")
 
     tickets = add("tickets", lambda a: EX_USAGE, "list and show tickets").add_subparsers(dest="t", required=True)
@@ -554,13 +596,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
     try:
         return int(args.func(args))
-    except ConfigError as exc:
+    except BrokenPipeError:
+        # `mailticket tickets list | head`: the reader is gone, which is not an error of ours.
+        _silence_stdout()
+        return EX_OK
+    except Exception as exc:
+        if args.debug:
+            traceback.print_exc()
+        return _report(exc)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail on the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def _report(exc: Exception) -> int:
+    """One line (or one per problem) for what an admin can fix, and the exit code that says which."""
+    if isinstance(exc, ConfigError):
         for problem in exc.problems:
             print(problem, file=sys.stderr)
-        return EX_CONFIG
-    except SchemaError as exc:
+        return EX_CANTCREAT if isinstance(exc, CantCreateError) else EX_CONFIG
+    if isinstance(exc, SchemaError):
         print(f"mailticket: {exc}", file=sys.stderr)
         return EX_CONFIG
-    except TemporaryError as exc:
+    if isinstance(exc, TemporaryError):
         print(f"mailticket: {exc}; try again", file=sys.stderr)
         return EX_TEMPFAIL
+    if isinstance(exc, PermissionError):
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"mailticket: permission denied{where} (running as user {state_user()}): {exc.strerror}",
+              file=sys.stderr)
+        return EX_CANTCREAT
+    if isinstance(exc, OSError):
+        where = f" {exc.filename}:" if exc.filename else ""
+        print(f"mailticket:{where} {exc.strerror or exc}", file=sys.stderr)
+        return EX_IOERR
+    print(f"mailticket: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback, "
+          "and please report it)", file=sys.stderr)
+    return EX_SOFTWARE

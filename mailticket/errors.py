@@ -3,6 +3,9 @@
 - ``MailticketError``: base of everything we raise on purpose.
   - ``ConfigError``: the configuration is wrong; carries one line per problem,
     each naming the key. The CLI prints them and exits 78 (EX_CONFIG).
+    - ``CantCreateError``: a state folder or file cannot be created or written
+      (permissions); one line per path, naming the key, the path and the user.
+      The CLI exits 73 (EX_CANTCREAT).
   - ``SchemaError``: the database schema is missing or out of date; says which
     command fixes it.
   - ``TemporaryError``: try again later (database locked or down, disk full,
@@ -26,6 +29,10 @@ class ConfigError(MailticketError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = list(problems)
         super().__init__("\n".join(self.problems))
+
+
+class CantCreateError(ConfigError):
+    """A state folder or file mailticket cannot create or write (exit 73, EX_CANTCREAT)."""
 
 
 class SchemaError(MailticketError):

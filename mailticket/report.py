@@ -1,5 +1,5 @@
-"""`mailticket status`: what each source is doing and what waits in the inbox and outbox
-(with the count of uncertain outbound mail, which waits for an admin)."""
+"""`mailticket status`: whether `serve` runs (its heartbeats), what each source is doing and what
+waits in the inbox and outbox (with the count of uncertain outbound mail, which waits for an admin)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from mailticket.app import App
 from mailticket.domain import OutboxState
+from mailticket.schedule import heartbeat
 from mailticket.store import repo
 from mailticket.store.models import OutboxRow, SourceStatus
 
@@ -46,6 +47,7 @@ def status_report(app: App) -> dict[str, Any]:
             mailboxes.append(entry)
         inbox = repo.count_by_state(session)
         outbox = repo.count_by_state(session, OutboxRow)
+        instances = heartbeat.instances(session, app.clock.now())
     return {
         "config": settings.source,
         "smtp": {"listen": [str(listener) for listener in settings.smtp.listen]},
@@ -54,4 +56,6 @@ def status_report(app: App) -> dict[str, Any]:
         "outbox": outbox,
         # Mail that may or may not have gone out: an admin checks, then `outbox retry --uncertain`.
         "outbox_uncertain": outbox.get(OutboxState.UNCERTAIN, 0),
+        # Each `serve` that beat: running, or stale (its beats stopped without a clean stop).
+        "instances": instances,
     }

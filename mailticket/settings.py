@@ -182,7 +182,8 @@ def _limits(r: _Reader, data: Mapping[str, Any]) -> LimitSettings:
 @dataclass(frozen=True)
 class Settings:
     source: str  # where the settings came from: a path, or "embedded default"
-    base_dir: Path
+    base_dir: Path  # the config file's folder (the working directory for the embedded default)
+    state_dir: Path  # where relative database, outbox and secret paths live ([paths] state_dir)
     database_url: str
     mailboxes: tuple[MailboxSettings, ...]
     agents: tuple[AgentSettings, ...]
@@ -360,7 +361,7 @@ def _identity(r: _Reader, data: Mapping[str, Any], base: Path, env: Mapping[str,
         r.problems.append(f"{where}secret: at least {MIN_SECRET_CHARS} characters are needed "
                           "(e.g. `openssl rand -hex 32`)")
         secret = None
-    return IdentitySettings(secret, base / DEFAULT_STATE_DIR / "secret")
+    return IdentitySettings(secret, base / "secret")
 
 
 def _resolve(base: Path, value: str) -> Path:
@@ -368,11 +369,25 @@ def _resolve(base: Path, value: str) -> Path:
     return path if path.is_absolute() else base / path
 
 
+def _state_dir(r: _Reader, data: Mapping[str, Any], base: Path, env: Mapping[str, str]) -> Path:
+    """[paths] state_dir, else $STATE_DIRECTORY (systemd's StateDirectory=), else var/ beside the config."""
+    table = r.table(data, "paths")
+    r.unknown(table, {"state_dir"}, "paths.")
+    value = r.get(table, "state_dir", str, None, "paths.",
+                  lambda v: None if v.strip() else "must not be empty")
+    if value is not None:
+        return _resolve(base, value)
+    systemd = env.get("STATE_DIRECTORY", "").split(":")[0]
+    if systemd:
+        return Path(systemd)
+    return base / DEFAULT_STATE_DIR
+
+
 def _database(r: _Reader, data: Mapping[str, Any], base: Path, env: Mapping[str, str]) -> str:
     where = "database."
     table = r.table(data, "database")
     r.unknown(table, {"url", "password_env", "password_file", "password_credential", "auto_upgrade"}, where)
-    url = str(r.get(table, "url", str, f"sqlite:///{DEFAULT_STATE_DIR}/mailticket.db", where))
+    url = str(r.get(table, "url", str, "sqlite:///mailticket.db", where))
     if url.startswith("sqlite"):
         prefix, _, rest = url.partition(":///")
         if not rest:
@@ -412,7 +427,7 @@ def _outbound(
          "timeout", "max_attempts", "retry_base_seconds", "retry_max_seconds"},
         where,
     )
-    transport = r.get(table, "transport", str, f"maildir:{DEFAULT_STATE_DIR}/outbox", where)
+    transport = r.get(table, "transport", str, "maildir:outbox", where)
     from_address = r.get(table, "from", str, default_from, where)
     timeout = float(r.get(table, "timeout", (int, float), 30, where, _positive))
     max_attempts = r.get(table, "max_attempts", int, 12, where, _positive)
@@ -637,14 +652,15 @@ def _smtp(r: _Reader, data: Mapping[str, Any], base: Path) -> SmtpListenSettings
 def _build(data: Mapping[str, Any], source: str, base: Path, env: Mapping[str, str], embedded: bool) -> Settings:
     r = _Reader()
     r.unknown(data, {"database", "mailboxes", "agents", "outbound", "smtp", "mail", "templates", "log", "limits",
-                     "identity"}, "")
-    database_url = _database(r, data, base, env)
+                     "identity", "paths"}, "")
+    state_dir = _state_dir(r, data, base, env)
+    database_url = _database(r, data, state_dir, env)
     auto_upgrade_default = embedded
     auto_upgrade = r.get(r.table(data, "database"), "auto_upgrade", bool, auto_upgrade_default, "database.")
     mailboxes = _mailboxes(r, data, base, env)
     agents = _agents(r, data)
     first = mailboxes[0] if mailboxes else MailboxSettings(DEFAULT_ADDRESS, "Support", "support")
-    outbound = _outbound(r, data, base, env, f"{first.name} <{first.address}>")
+    outbound = _outbound(r, data, state_dir, env, f"{first.name} <{first.address}>")
 
     smtp = _smtp(r, data, base)
 
@@ -654,7 +670,7 @@ def _build(data: Mapping[str, Any], source: str, base: Path, env: Mapping[str, s
     machine_replies = r.get(mail, "machine_replies", str, "attach", "mail.",
                             lambda v: None if v in ("attach", "review_ticket") else '"attach" or "review_ticket"')
     limits = _limits(r, data)
-    identity = _identity(r, data, base, env)
+    identity = _identity(r, data, state_dir, env)
     default_domain = first.address.rpartition("@")[2] or "localhost"
     mid_domain = r.get(mail, "message_id_domain", str, default_domain, "mail.",
                        lambda v: None if re.fullmatch(r"[A-Za-z0-9.-]+", v) else "must be a domain name")
@@ -682,6 +698,7 @@ def _build(data: Mapping[str, Any], source: str, base: Path, env: Mapping[str, s
     return Settings(
         source=source,
         base_dir=base,
+        state_dir=state_dir,
         database_url=database_url,
         mailboxes=mailboxes,
         agents=agents,

@@ -37,14 +37,30 @@ def test_locate_config_precedence(tmp_path: Path) -> None:
     assert locate_config("/a.toml", {"MAILTICKET_CONFIG": "/etc/x.toml"}, tmp_path) == Path("/a.toml")
 
 
-def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+def test_relative_state_paths_resolve_against_the_state_dir(tmp_path: Path) -> None:
     path = tmp_path / "etc" / "c.toml"
     path.parent.mkdir()
     path.write_text('[database]\nurl = "sqlite:///data/db.sqlite"\n[outbound]\ntransport = "maildir:out"\n')
+    # No [paths] state_dir and no $STATE_DIRECTORY: var/ beside the config file.
     settings = load(path, env={}, cwd=Path("/"))
-    assert settings.database_url == f"sqlite:///{tmp_path}/etc/data/db.sqlite"
-    assert settings.outbound.maildir == tmp_path / "etc" / "out"
+    assert settings.state_dir == tmp_path / "etc" / "var"
+    assert settings.database_url == f"sqlite:///{tmp_path}/etc/var/data/db.sqlite"
+    assert settings.outbound.maildir == tmp_path / "etc" / "var" / "out"
+    assert settings.identity.generated_file == tmp_path / "etc" / "var" / "secret"
     assert settings.auto_upgrade is False
+    # systemd's StateDirectory= sets $STATE_DIRECTORY.
+    settings = load(path, env={"STATE_DIRECTORY": "/var/lib/mailticket"}, cwd=Path("/"))
+    assert settings.database_url == "sqlite:////var/lib/mailticket/data/db.sqlite"
+    # An explicit state_dir wins; relative to the config file.
+    path.write_text('[paths]\nstate_dir = "state"\n[outbound]\ntransport = "maildir:out"\n')
+    settings = load(path, env={"STATE_DIRECTORY": "/var/lib/mailticket"}, cwd=Path("/"))
+    assert settings.database_url == f"sqlite:///{tmp_path}/etc/state/mailticket.db"
+    assert settings.outbound.maildir == tmp_path / "etc" / "state" / "out"
+    # Absolute paths stay as they are.
+    path.write_text('[database]\nurl = "sqlite:////srv/mt.db"\n[outbound]\ntransport = "maildir:/srv/out"\n')
+    settings = load(path, env={"STATE_DIRECTORY": "/var/lib/mailticket"}, cwd=Path("/"))
+    assert (settings.database_url, settings.outbound.maildir) == ("sqlite:////srv/mt.db", Path("/srv/out"))
+    assert problems(tmp_path, '[paths]\nstate_dir = ""\n') == [f"{tmp_path}/c.toml: paths.state_dir: must not be empty"]
 
 
 def test_smtp_transports_and_secrets(tmp_path: Path) -> None:

@@ -450,11 +450,15 @@ def test_stop_answers_the_message_in_flight_then_refuses(serve_smtp: Callable[..
     answers: list[object] = []
 
     def send() -> None:
+        client = srv.client()
         try:
-            with srv.client() as client:
-                answers.append(client.sendmail("a@customer.example", [SUPPORT], mail()))
+            answers.append(client.sendmail("a@customer.example", [SUPPORT], mail()))
         except Exception as exc:  # recorded, asserted below
             answers.append(exc)
+        # The QUIT after it may meet the shutdown's 421: that is the listener refusing, as it should.
+        with contextlib.suppress(smtplib.SMTPException, OSError):
+            client.quit()
+        client.close()
 
     sender = threading.Thread(target=send)
     sender.start()
@@ -465,3 +469,83 @@ def test_stop_answers_the_message_in_flight_then_refuses(serve_smtp: Callable[..
     assert srv.count(RawMessage) == 1
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", srv.port), timeout=2).close()
+
+
+# Issue 10 item 6: long lines are accepted (as Postfix does); only the size limit answers 552.
+
+@pytest.mark.parametrize("length", [5_000, 100_000])
+def test_long_line_is_accepted_and_stored_intact(serve_smtp: Callable[..., Running], length: int) -> None:
+    srv = serve_smtp()
+    # One long 8-bit line (what scripts and webmail send), with a leading dot that must be unstuffed.
+    line = ("." + "é" * (length // 2))[:length]
+    assert len(line.encode()) >= length > 1000
+    sent = mail(subject="Long line", body=line + "\nbye\n", message_id=f"long{length}@customer.example")
+    stuffed = sent.replace(b"\r\n.", b"\r\n..")
+    replies = data_session(srv.port, stuffed + b".\r\n")
+    assert [r[:3] for r in replies] == ["220", "250", "250", "250", "354", "250", "221"], replies
+    assert replies[-2].startswith("250 2.0.0 Ok: queued as")
+    with srv.app.db.transaction() as s:
+        [raw] = s.execute(select(RawMessage.raw)).scalars().all()
+    assert raw == sent  # the bytes as received, the long line intact
+    [outcome] = srv.app.pipeline.drain()
+    assert outcome.decision == "new_ticket"
+    with srv.app.db.transaction() as s:
+        message = s.execute(select(Message).where(Message.raw_id == outcome.raw_id)).scalar_one()
+        assert line in message.text and "bye" in message.text
+
+
+def test_a_message_that_is_one_100k_line_is_accepted(serve_smtp: Callable[..., Running]) -> None:
+    srv = serve_smtp()
+    sent = b"Subject: " + b"x" * 100_000 + b"\r\n"  # one single 100,000-octet line, no body
+    replies = data_session(srv.port, sent + b".\r\n")
+    assert [r[:3] for r in replies] == ["220", "250", "250", "250", "354", "250", "221"], replies
+    with srv.app.db.transaction() as s:
+        [raw] = s.execute(select(RawMessage.raw)).scalars().all()
+    assert raw == sent
+
+
+def test_line_longer_than_max_message_size_gets_552_not_500(serve_smtp: Callable[..., Running]) -> None:
+    srv = serve_smtp(max_message_size=10_000)
+    data = b"Subject: long\r\n\r\n" + b"y" * 50_000 + b"\r\n.\r\n"
+    good = mail(subject="after", message_id="after@customer.example") + b"\r\n.\r\n"
+    replies = raw_session(srv.port, [
+        b"EHLO client.example\r\n", b"MAIL FROM:<a@customer.example>\r\n", b"RCPT TO:<support@example.com>\r\n",
+        b"DATA\r\n", data,
+        # The session is still sane: the next transaction on it goes through.
+        b"MAIL FROM:<a@customer.example>\r\n", b"RCPT TO:<support@example.com>\r\n", b"DATA\r\n", good,
+        b"QUIT\r\n"])
+    assert [r[:3] for r in replies] == ["220", "250", "250", "250", "354", "552", "250", "250", "354", "250",
+                                        "221"], replies
+    assert replies[5].startswith("552 5.3.4")
+    with srv.app.db.transaction() as s:
+        [raw] = s.execute(select(RawMessage.raw)).scalars().all()
+    assert raw == good[:-3]
+
+
+def test_endless_line_keeps_memory_bounded_and_gets_552(serve_smtp: Callable[..., Running]) -> None:
+    import tracemalloc
+
+    srv = serve_smtp(max_message_size=10_000)
+    total = 20 * 1024 * 1024
+    chunk = memoryview(b"z" * 65536)
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as sock:
+        stream = sock.makefile("rb")
+        assert stream.readline().startswith(b"220")
+        for command in (b"HELO client.example\r\n", b"MAIL FROM:<a@customer.example>\r\n",
+                        b"RCPT TO:<support@example.com>\r\n", b"DATA\r\n"):
+            sock.sendall(command)
+            assert stream.readline()[:1] in (b"2", b"3")
+        tracemalloc.start()
+        try:
+            for _ in range(total // len(chunk)):  # one 20 MB line, 2,000 times max_message_size
+                sock.sendall(chunk)
+            sock.sendall(b"\r\n.\r\n")
+            reply = stream.readline()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert reply.startswith(b"552 5.3.4"), reply
+        assert peak < 4 * 1024 * 1024, f"{peak} bytes buffered for a {total}-byte line"
+        sock.sendall(b"NOOP\r\n")
+        assert stream.readline().startswith(b"250")
+    assert srv.count(RawMessage) == 0

@@ -3,20 +3,30 @@
 The outbox row and the outbound Message row (so replies to it thread) are
 added to the same session as the ticket change that caused them: both
 commit together or not at all.
+
+A template that fails to render at run time (an override file changed after
+start-up, a value a template cannot handle) never costs the ticket: the mail
+becomes an outbox row in state ``failed`` with the one-line error, no content
+and no outbound Message row, the sender never takes it (it only takes
+``queued`` rows), and an error line is logged.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from mailticket.domain import Address, Direction, OutboxState, Role
+from mailticket.ingest.decode import clean_line
 from mailticket.marks import MessageIdSigner
 from mailticket.outbox.compose import Composed, compose
-from mailticket.outbox.render import Renderer
+from mailticket.outbox.render import Renderer, RenderError
 from mailticket.store.models import Message, OutboxRow, Ticket
+
+log = logging.getLogger(__name__)
 
 
 class OutboxWriter:
@@ -38,7 +48,12 @@ class OutboxWriter:
         answering: Message | None,
         now: dt.datetime,
     ) -> OutboxRow:
-        text, html = self._renderer.render(kind, context)
+        """The queued row; a row in state 'failed' (``last_error`` says why) when the templates fail."""
+        try:
+            text, html = self._renderer.render(kind, context)
+        except RenderError as exc:
+            return self._failed(session, kind=kind, ticket=ticket, recipient=recipient, subject=subject,
+                                error=str(exc), now=now)
         composed: Composed = compose(
             sender=sender,
             recipient=recipient,
@@ -86,4 +101,24 @@ class OutboxWriter:
                 created_at=now,
             )
         )
+        return row
+
+    def _failed(self, session: Session, *, kind: str, ticket: Ticket, recipient: Address, subject: str,
+                error: str, now: dt.datetime) -> OutboxRow:
+        row = OutboxRow(
+            ticket_number=ticket.number,
+            kind=kind,
+            to_addr=recipient.email,
+            subject=clean_line(subject)[:900],
+            message_id=self._signer.new(ticket.number),
+            content=b"",  # nothing was rendered: never sendable, not even by `outbox retry`
+            state=OutboxState.FAILED,
+            attempts=0,
+            next_attempt_at=now,
+            last_error=error,
+            created_at=now,
+        )
+        session.add(row)
+        log.error("ticket #%d: %s to %s not sent, rendering failed: %s", ticket.number, kind, recipient.email,
+                  error)
         return row

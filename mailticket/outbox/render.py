@@ -2,24 +2,107 @@
 
 Templates come from the install's override directory first, then the
 defaults shipped in the package. StrictUndefined turns a typo into an
-error at render time instead of a silently blank mail; the sandbox keeps
-templates from reaching into Python objects.
+error instead of a silently blank mail; the sandbox keeps templates from
+reaching into Python objects.
+
+``mail_context`` is the one place the context's shape is defined: the rules
+build every context with it, and ``Renderer.check`` renders every template
+file of every kind (text and HTML, and any other variant file such as
+``ack_new.de.txt.j2``) with samples built by it, so a typo, or a name the
+rules stop providing, fails ``check-config`` and start-up, naming the file,
+the line and the unknown name. At run time ``render`` raises ``RenderError``
+with the same one line; the outbox records it instead of losing the ticket.
 """
 
 from __future__ import annotations
 
+import traceback
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, TemplateNotFound
+from jinja2 import (
+    ChoiceLoader,
+    FileSystemLoader,
+    StrictUndefined,
+    Template,
+    TemplateNotFound,
+    TemplateSyntaxError,
+    nodes,
+)
+from jinja2 import meta as jinja_meta
 from jinja2.sandbox import SandboxedEnvironment
 
-from mailticket.errors import ConfigError
+from mailticket.domain import Address
+from mailticket.errors import ConfigError, MailticketError
+
+SUFFIXES = ("txt", "html")  # every kind has both; render() returns them in this order
 
 
 def _default_dir() -> Path:
     return Path(str(resources.files("mailticket.templates")))
+
+
+class RenderError(MailticketError):
+    """A template could not be rendered; ``str()`` is one line naming the file, the line and the cause."""
+
+
+def mail_context(*, ticket_number: int, ticket_subject: str, tag: str, status: str, customer: Address,
+                 mailbox: Address) -> dict[str, Any]:
+    """The context every mail template renders with (the single definition of its keys)."""
+    return {
+        "ticket": {"number": ticket_number, "subject": ticket_subject, "tag": tag, "status": status},
+        "customer": {"name": customer.name, "email": customer.email},
+        "mailbox": {"name": mailbox.name, "address": mailbox.email},
+    }
+
+
+def sample_contexts() -> list[dict[str, Any]]:
+    """Contexts for the start-up check: every value filled in, then every optional value empty."""
+    full = mail_context(ticket_number=1234, ticket_subject="Printer on fire", tag="[#1234]", status="new",
+                        customer=Address("Alice Customer", "alice@customer.example"),
+                        mailbox=Address("Example Support", "support@example.com"))
+    bare = mail_context(ticket_number=1, ticket_subject="", tag="[#1]", status="open",
+                        customer=Address("", "alice@customer.example"),
+                        mailbox=Address("", "support@example.com"))
+    return [full, bare]
+
+
+def _template_line(exc: BaseException, filename: str | None) -> tuple[str | None, int | None]:
+    """The template file and line an exception was raised at, from jinja2's rewritten traceback."""
+    if isinstance(exc, TemplateSyntaxError):
+        return exc.filename or exc.name or filename, exc.lineno
+    found: tuple[str | None, int | None] = (filename, None)
+    for frame in traceback.extract_tb(exc.__traceback__):
+        # jinja2 rewrites template frames so that they carry the template's file name and line
+        if frame.filename == filename or frame.filename.endswith(".j2"):
+            found = (frame.filename, frame.lineno)
+    return found
+
+
+def describe(name: str, exc: BaseException, filename: str | None = None) -> str:
+    """One line: ``templates: FILE line N: MESSAGE``."""
+    if isinstance(exc, TemplateNotFound):
+        return f"templates: {name} not found"
+    where, line = _template_line(exc, filename)
+    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    message = " ".join(str(message).split())
+    at = f" line {line}" if line else ""
+    return f"templates: {where or name}{at}: {message}"
+
+
+def _unknown_names(env: SandboxedEnvironment, template: Template, known: set[str]) -> list[str]:
+    """Top-level names a template uses that no context provides, even in a branch a sample does not take."""
+    if not template.filename:
+        return []
+    source = Path(template.filename).read_text(encoding="utf-8")
+    tree = env.parse(source, template.name, template.filename)
+    unknown = sorted(jinja_meta.find_undeclared_variables(tree) - known - set(env.globals))
+    lines: dict[str, int] = {}
+    for node in tree.find_all(nodes.Name):
+        if node.ctx == "load" and node.name in unknown:
+            lines.setdefault(node.name, node.lineno)
+    return [f"templates: {template.filename} line {lines.get(n, 0)}: {n!r} is undefined" for n in unknown]
 
 
 class Renderer:
@@ -33,22 +116,49 @@ class Renderer:
             keep_trailing_newline=True,
         )
 
+    def _render_file(self, filename: str, context: dict[str, Any]) -> str:
+        template: Template | None = None
+        try:
+            template = self._env.get_template(filename)
+            return template.render(context)
+        except Exception as exc:  # any failure inside a template is the template's, named as such
+            raise RenderError(describe(filename, exc, template.filename if template else None)) from exc
+
     def render(self, name: str, context: dict[str, Any]) -> tuple[str, str]:
-        """(text, html) for template ``name``: ``name.txt.j2`` and ``name.html.j2``."""
-        text = self._env.get_template(f"{name}.txt.j2").render(context)
-        html = self._env.get_template(f"{name}.html.j2").render(context)
+        """(text, html) for template ``name``: ``name.txt.j2`` and ``name.html.j2``; RenderError on failure."""
+        text, html = (self._render_file(f"{name}.{suffix}.j2", context) for suffix in SUFFIXES)
         return text, html
 
+    def files(self, name: str) -> list[str]:
+        """Every template file of kind ``name``: the two required ones, then any variant found (sorted)."""
+        required = [f"{name}.{suffix}.j2" for suffix in SUFFIXES]
+        variants = [f for f in self._env.list_templates(filter_func=lambda f: f.startswith(f"{name}.")
+                                                          and f.endswith(".j2")) if f not in required]
+        return required + sorted(variants)
+
     def check(self, names: list[str]) -> None:
-        """Fail at start-up, not at the first customer mail, when a template is broken."""
-        problems = []
+        """Fail at start-up, not at the first customer mail, when a template is broken.
+
+        Every file of every kind is compiled and rendered with each sample context; one line per
+        problem names the file, the line and the cause.
+        """
+        samples = sample_contexts()
+        known = set().union(*(s.keys() for s in samples))
+        problems: list[str] = []
         for name in names:
-            for suffix in ("txt", "html"):
+            for filename in self.files(name):
+                template: Template | None = None
                 try:
-                    self._env.get_template(f"{name}.{suffix}.j2")
-                except TemplateNotFound:
-                    problems.append(f"templates: {name}.{suffix}.j2 not found")
+                    template = self._env.get_template(filename)
+                    found = _unknown_names(self._env, template, known)
+                    if found:
+                        problems.extend(found)
+                        continue
+                    for sample in samples:
+                        template.render(sample)
                 except Exception as exc:
-                    problems.append(f"templates: {name}.{suffix}.j2: {exc}")
+                    problem = describe(filename, exc, template.filename if template else None)
+                    if problem not in problems:
+                        problems.append(problem)
         if problems:
             raise ConfigError(problems)

@@ -100,29 +100,52 @@ class Sender:
         return dt.timedelta(seconds=timeout * 3 + 60)
 
     def flush(self, limit: int = 20) -> FlushResult:
-        counts = self._expire_leases()
-        with self._db.transaction() as session:
-            due = [row.id for row in repo.due_outbox(session, self._clock.now(), limit)]
-        if not due:
-            return FlushResult(**counts)
-        transport = self._transport_factory()
+        """One batch: up to ``limit`` due rows over one transport."""
+        return self.drain(batch=limit, max_rows=limit)
+
+    def drain(self, batch: int = 100, max_rows: int = 2000,
+              should_stop: Callable[[], bool] | None = None) -> FlushResult:
+        """Send due rows batch after batch over one transport (one SMTP connection for all of them).
+
+        Stops when a batch comes back short (nothing more is due), after ``max_rows`` rows, when
+        the database takes no outcome, or when ``should_stop()`` says so (asked before each row:
+        rows not claimed yet stay queued for the next run).
+        """
+        counts: Counter[str] = Counter()
+        transport: Transport | None = None
+        taken = 0
         try:
-            for row_id in due:
-                # Each row is claimed right before its send: a row is 'sending' only while
-                # it really is with the transport, so a crash strands at most that one.
-                claim = self._claim(row_id)
-                if claim is None:
-                    continue  # another instance took it
-                outcome, broken = self._send_one(transport, claim)
-                counts[outcome] += 1
-                if outcome == "unrecorded":
-                    break  # the database takes no outcome now: leave the rest queued
-                if broken:
-                    # After an unexpected error the connection's state is unknown: start afresh.
-                    transport.close()
+            while taken < max_rows and not (should_stop and should_stop()):
+                counts.update(self._expire_leases())
+                size = min(batch, max_rows - taken)
+                with self._db.transaction() as session:
+                    due = [row.id for row in repo.due_outbox(session, self._clock.now(), size)]
+                if not due:
+                    break
+                taken += len(due)
+                if transport is None:
                     transport = self._transport_factory()
+                for row_id in due:
+                    if should_stop and should_stop():
+                        return FlushResult(**counts)
+                    # Each row is claimed right before its send: a row is 'sending' only while
+                    # it really is with the transport, so a crash strands at most that one.
+                    claim = self._claim(row_id)
+                    if claim is None:
+                        continue  # another instance took it
+                    outcome, broken = self._send_one(transport, claim)
+                    counts[outcome] += 1
+                    if outcome == "unrecorded":
+                        return FlushResult(**counts)  # the database takes no outcome now: leave the rest queued
+                    if broken:
+                        # After an unexpected error the connection's state is unknown: start afresh.
+                        transport.close()
+                        transport = self._transport_factory()
+                if len(due) < size:
+                    break
         finally:
-            transport.close()
+            if transport is not None:
+                transport.close()
         return FlushResult(**counts)
 
     def _claim(self, row_id: int) -> _Claim | None:
@@ -261,6 +284,8 @@ class Sender:
         with self._db.transaction() as session:
             row = session.get(OutboxRow, row_id)
             if row is None or row.state not in (OutboxState.FAILED, OutboxState.UNCERTAIN):
+                return row
+            if not row.content:  # its template failed to render: there is nothing to send
                 return row
             row.state = OutboxState.QUEUED
             row.next_attempt_at = now

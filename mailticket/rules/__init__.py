@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from mailticket.domain import Address, ParsedMail, TicketStatus, Verdict
+from mailticket.domain import Address, OutboxState, ParsedMail, TicketStatus, Verdict
 from mailticket.ingest.threads import SubjectTag
 from mailticket.outbox.queue import OutboxWriter
+from mailticket.outbox.render import mail_context
 from mailticket.rules.limits import AutoMailGate
 from mailticket.settings import Settings
 from mailticket.store import repo
@@ -129,19 +130,22 @@ class Rules:
             return
         mailbox = self._settings.mailbox_for(ticket.mailbox) or self._settings.mailboxes[0]
         tag = self._tag.format(ticket.number)
-        context = {
-            "ticket": {"number": ticket.number, "subject": ticket.subject, "tag": tag, "status": ticket.status},
-            "customer": {"name": sender.name, "email": sender.email},
-            "mailbox": {"name": mailbox.name, "address": mailbox.address},
-        }
+        from_address = Address(mailbox.name, mailbox.address)
+        context = mail_context(ticket_number=ticket.number, ticket_subject=ticket.subject, tag=tag,
+                               status=ticket.status, customer=sender, mailbox=from_address)
         try:
             row = self._outbox.queue(
-                session, kind=action.kind, ticket=ticket, sender=Address(mailbox.name, mailbox.address),
+                session, kind=action.kind, ticket=ticket, sender=from_address,
                 recipient=sender, subject=f"{tag} {ticket.subject}", context=context, answering=message, now=now,
             )
         except ValueError as exc:  # an address we cannot write a header for
             repo.add_event(session, now, "suppressed", f"{action.kind}: {exc}",
                            ticket_number=ticket.number, message_id=message.message_id)
+            return
+        if row.state == OutboxState.FAILED:  # the templates failed: the ticket stands, the mail does not go
+            detail = f"{action.kind} to {sender.email} not sent (outbox <{row.message_id}> failed): {row.last_error}"
+            repo.add_event(session, now, "queue_failed", detail, ticket_number=ticket.number,
+                           message_id=message.message_id)
             return
         detail = f"{action.kind} to {sender.email} as <{row.message_id}>: {action.reason}"
         repo.add_event(session, now, "queued", detail, ticket_number=ticket.number, message_id=message.message_id)

@@ -13,6 +13,12 @@
   The bytes go to the group committer off the event loop and the client
   hears 250 with our queue id after the commit, 451 4.3.0 on any failure
   before it (never aiosmtpd's default 500).
+- Long lines: a DATA line over RFC 5321's 1,000 octets is accepted (as
+  Postfix does; scripts, webmail and 8-bit bodies send them) and stored as
+  received; only ``max_message_size`` answers 552 5.3.4 (never aiosmtpd's
+  ``500 Line too long``). DATA is read in bounded chunks: past the size
+  limit the rest is drained and dropped, so memory stays within the limit
+  even for one endless line. Command lines keep aiosmtpd's limits.
 - Limits: SIZE, total and per-IP connections (421 past them), an idle
   timeout for commands and DATA.
 - LMTP listeners answer DATA once per recipient.
@@ -31,7 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiosmtpd.lmtp import LMTP
-from aiosmtpd.smtp import SMTP, Session
+from aiosmtpd.smtp import SMTP, Session, syntax
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
 from mailticket.domain import Envelope
@@ -44,6 +50,7 @@ log = logging.getLogger("mailticket.smtp")
 _BARE_CR_OR_LF = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 _LINE_END = re.compile(rb"(\r\n|\r|\n)")
 TEMPFAIL = "451 4.3.0 Temporary failure storing the message, please try again later"
+TOO_BIG = "552 5.3.4 Message too big for this system"
 
 
 def normalize_line_ends(data: bytes) -> bytes:
@@ -182,18 +189,85 @@ class _Guarded:
 
     async def push(self, status: bytes | str) -> None:
         if isinstance(status, str) and status.startswith("552 Error"):
-            status = "552 5.3.4 Message too big for this system"
+            status = TOO_BIG
         await super().push(status)  # type: ignore[misc]
 
     async def smtp_AUTH(self, arg: str) -> None:
         await self.push("502 5.5.1 AUTH not available")
 
 
-class GuardedSMTP(_Guarded, SMTP):
+class _LongLines(SMTP):
+    """DATA without a line-length limit: only ``data_size_limit`` bounds a message (and memory)."""
+
+    @syntax("DATA")
+    async def smtp_DATA(self, arg: str) -> None:
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        content = await self._read_data()
+        if content is None:  # over the size limit, or the connection went away before the end of DATA
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            if self.transport is not None:
+                await self.push(TOO_BIG)
+            return
+        self.envelope.content = content
+        self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push(status)
+
+    async def _read_data(self) -> bytes | None:
+        """DATA up to CRLF.CRLF, dot-unstuffed on CRLF lines as aiosmtpd does; None past the size limit.
+
+        The StreamReader keeps its small limit (aiosmtpd's ``line_length_limit``), so a long line
+        arrives as chunks (LimitOverrunError) that are joined here; nothing is kept past
+        ``data_size_limit``: the rest is read and dropped until the end of DATA.
+        """
+        limit = self.data_size_limit
+        lines: list[bytes] = []
+        fragments: list[bytes] = []
+        size = 0
+        too_big = False
+        at_line_start = True
+        while self.transport is not None:
+            try:
+                chunk = await self._reader.readuntil(b"\r\n")
+            except asyncio.CancelledError:
+                log.info("connection lost during DATA")
+                self._writer.close()
+                raise
+            except asyncio.LimitOverrunError as exc:  # a line longer than the reader's limit: one chunk of it
+                chunk = await self._reader.read(exc.consumed)
+            if at_line_start and chunk == b".\r\n":
+                return None if too_big else b"".join(lines)
+            at_line_start = chunk.endswith(b"\r\n")
+            size += len(chunk)
+            if not too_big and limit and size > limit:
+                too_big = True
+                lines.clear()
+                fragments.clear()
+            if too_big:
+                continue
+            fragments.append(chunk)
+            if at_line_start:
+                line = b"".join(fragments)
+                fragments.clear()
+                lines.append(line[1:] if line.startswith(b".") else line)
+        return None
+
+
+class GuardedSMTP(_Guarded, _LongLines):
     pass
 
 
-class GuardedLMTP(_Guarded, LMTP):
+class GuardedLMTP(_Guarded, _LongLines, LMTP):
     pass
 
 

@@ -7,6 +7,7 @@ busy timeout instead of failing half-way through.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import sqlite3
 import threading
@@ -15,26 +16,24 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailticket.errors import SchemaError, TemporaryError
+from mailticket.errors import ConfigError, SchemaError, TemporaryError
+from mailticket.store.paths import create_private_file, make_dir, sqlite_file
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 # The newest migration in store/migrations/versions. Kept here so every CLI start
 # can check the schema without importing Alembic; a test keeps it in step.
-SCHEMA_HEAD = "0004"
+SCHEMA_HEAD = "0005"
 
 
 def make_engine(url: str, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS, **kwargs: Any) -> Engine:
-    """Create the engine; SQLite's directory is created on first use."""
+    """Create the engine; nothing is created on disk (``Database.upgrade`` makes a SQLite file)."""
     sa_url = make_url(url)
     if sa_url.get_backend_name() == "sqlite":
-        database = sa_url.database or ""
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
             sa_url,
             connect_args={"timeout": busy_timeout_ms / 1000, "isolation_level": None},
@@ -47,7 +46,11 @@ def make_engine(url: str, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS, **kwarg
         event.listen(engine, "connect", on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
-    return create_engine(sa_url, pool_pre_ping=True, **kwargs)
+    try:
+        return create_engine(sa_url, pool_pre_ping=True, **kwargs)
+    except ImportError as exc:  # the driver is an optional extra
+        raise ConfigError([f"database.url: {sa_url.drivername} needs its driver ({exc.name or exc}): "
+                           "pip install 'mailticket[postgres]'"]) from None
 
 
 def _sqlite_pragmas(dbapi_connection: sqlite3.Connection, busy_timeout_ms: int) -> None:
@@ -63,6 +66,41 @@ def _sqlite_on_begin(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+class FairRLock:
+    """A reentrant lock that serves waiting threads in arrival order.
+
+    ``threading.RLock`` lets whoever asks right after a release win; on SQLite the
+    intake committer and the pipeline then keep the writer lock between them and
+    the outbox sender (three short transactions per mail) starves during a burst.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._owner: int | None = None
+        self._depth = 0
+        self._waiting: collections.deque[int] = collections.deque()
+
+    def __enter__(self) -> FairRLock:
+        me = threading.get_ident()
+        with self._cond:
+            if self._owner == me:
+                self._depth += 1
+                return self
+            self._waiting.append(me)
+            while self._owner is not None or self._waiting[0] != me:
+                self._cond.wait()
+            self._waiting.popleft()
+            self._owner, self._depth = me, 1
+            return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._depth -= 1
+            if self._depth == 0:
+                self._owner = None
+                self._cond.notify_all()
+
+
 class Database:
     """Engine plus a session factory; ``transaction()`` is the unit of work.
 
@@ -75,7 +113,8 @@ class Database:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
-        self._writer = threading.RLock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
+        self._writer: contextlib.AbstractContextManager[Any] = (
+            FairRLock() if engine.dialect.name == "sqlite" else contextlib.nullcontext())
 
     @classmethod
     def from_url(cls, url: str, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> Database:
@@ -110,8 +149,39 @@ class Database:
 
     # -- schema -----------------------------------------------------------
 
+    @property
+    def sqlite_file(self) -> Path | None:
+        return sqlite_file(str(self.engine.url))
+
+    def describe(self) -> str:
+        """Where the database is, for messages: the SQLite file, or host:port/name (never the password)."""
+        if self.sqlite_file is not None:
+            return str(self.sqlite_file)
+        url = self.engine.url
+        return f"{url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
+
+    @contextmanager
+    def _connect(self) -> Iterator[Connection]:
+        """A connection; an unreachable database is a TemporaryError naming where and why."""
+        try:
+            connection = self.engine.connect()
+        except (OperationalError, DBAPIError) as exc:
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            raise TemporaryError(f"database {self.describe()} unreachable: {reason}") from exc
+        with connection:
+            yield connection
+
+    def ping(self) -> None:
+        """Connect once (check-config); a missing SQLite file is not created."""
+        if self.sqlite_file is not None and not self.sqlite_file.exists():
+            return
+        with self._connect() as connection:
+            connection.execute(text("SELECT 1"))
+
     def current_revision(self) -> str | None:
-        with self.engine.connect() as connection:
+        if self.sqlite_file is not None and not self.sqlite_file.exists():
+            return None  # connecting would create an empty database file
+        with self._connect() as connection:
             if not inspect(connection).has_table("alembic_version"):
                 return None
             return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
@@ -124,7 +194,10 @@ class Database:
         before = self.current_revision()
         config = Config()
         config.set_main_option("script_location", "mailticket.store:migrations")
-        with self.engine.connect() as connection:
+        if self.sqlite_file is not None:  # the folder 0700 and the file 0600, whatever the umask
+            make_dir(self.sqlite_file.parent)
+            create_private_file(self.sqlite_file)
+        with self._connect() as connection:
             if self.is_sqlite:
                 # Batch migrations copy and drop tables; with foreign keys on, SQLite's DROP TABLE
                 # would cascade into the rows that point at them. Off for the migration only
@@ -145,6 +218,9 @@ class Database:
         if current == head:
             return
         if current is None:
+            if self.sqlite_file is not None and not self.sqlite_file.exists():
+                raise SchemaError(f"no database at {self.sqlite_file} yet: run `mailticket db upgrade` "
+                                  "(or check database.url and [paths] state_dir)")
             raise SchemaError("database has no mailticket schema yet: run `mailticket db upgrade`")
         raise SchemaError(
             f"database schema is at revision {current}, this mailticket needs {head}: "

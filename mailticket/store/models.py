@@ -287,3 +287,15 @@ class AddressSuppression(Base):
     source_message_id: Mapped[str] = mapped_column(CleanText, default="")
     created_at: Mapped[dt.datetime]
     until: Mapped[dt.datetime]
+
+
+class ServeInstance(Base):
+    """One running `mailticket serve`: its heartbeat, for `mailticket status` (removed on a clean stop)."""
+
+    __tablename__ = "instances"
+
+    id: Mapped[str] = mapped_column(CleanString(200), primary_key=True)
+    host: Mapped[str] = mapped_column(CleanString(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[dt.datetime]
+    last_seen: Mapped[dt.datetime]
