@@ -87,8 +87,13 @@ class FairRLock:
                 self._depth += 1
                 return self
             self._waiting.append(me)
-            while self._owner is not None or self._waiting[0] != me:
-                self._cond.wait()
+            try:
+                while self._owner is not None or self._waiting[0] != me:
+                    self._cond.wait()
+            except BaseException:  # interrupted while waiting: give up our place, never block the queue
+                self._waiting.remove(me)
+                self._cond.notify_all()
+                raise
             self._waiting.popleft()
             self._owner, self._depth = me, 1
             return self
