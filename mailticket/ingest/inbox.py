@@ -2,7 +2,7 @@
 
 ``accept`` returns only after the commit. Redelivery of the same message
 (same Message-ID *and* the same content once trace headers are set aside,
-see ``rawmail.content_digest``) is a no-op that reports the record already
+see ``rawmail.identify``) is a no-op that reports the record already
 stored; a different message that reuses a Message-ID is stored as new.
 
 Several messages are committed together (group commit). When a group fails
@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from mailticket.clock import Clock
 from mailticket.domain import Envelope, RawState
 from mailticket.errors import TemporaryError
-from mailticket.ingest.rawmail import content_digest, dedupe_key, header_message_id, sha256_hex
+from mailticket.ingest.rawmail import dedupe_key, identify, sha256_hex
 from mailticket.store.db import Database
 from mailticket.store.models import RawMessage
 
@@ -48,8 +48,8 @@ class _Prepared:
 
 
 def _prepare(raw: bytes, envelope: Envelope) -> _Prepared:
-    message_id = header_message_id(raw)
-    return _Prepared(raw, envelope, message_id, sha256_hex(raw), dedupe_key(message_id, content_digest(raw)))
+    message_id, digest = identify(raw)
+    return _Prepared(raw, envelope, message_id, sha256_hex(raw), dedupe_key(message_id, digest))
 
 
 class Inbox:

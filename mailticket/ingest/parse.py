@@ -47,7 +47,7 @@ from mailticket.ingest.decode import (
     unsurrogate,
 )
 from mailticket.ingest.htmltext import html_to_text
-from mailticket.ingest.rawmail import strip_leading_blank_lines
+from mailticket.ingest.rawmail import head_end, strip_leading_blank_lines
 
 # Above this the stdlib builds the tree (the same tree mail-parser returns, at half the time).
 MAILPARSER_MAX_BYTES = 8 * 1024 * 1024
@@ -146,13 +146,14 @@ def cap_headers(raw: bytes, defects: list[str]) -> bytes:
     ends where the stdlib parser ends it: at the blank line, or at the first
     line that is neither a header nor a continuation.
     """
-    blank = _BLANK_LINE.search(raw)
-    head_end = blank.end() if blank is not None else len(raw)  # with the last header's line ending
-    if head_end <= MAX_HEADER_BYTES:
+    end = head_end(raw)  # with the last header's line ending
+    if end is None:
+        end = len(raw)
+    if end <= MAX_HEADER_BYTES:
         return raw
     fields: list[list[int]] = []  # [start, end] offsets: no copy of a field with many folded lines
     position = 0
-    for line in raw[:head_end].splitlines(keepends=True):
+    for line in raw[:end].splitlines(keepends=True):
         if fields and line[:1] in (b" ", b"\t"):
             fields[-1][1] += len(line)
         elif _HEADER_START.match(line):
@@ -175,7 +176,6 @@ def cap_headers(raw: bytes, defects: list[str]) -> bytes:
     return b"".join(out)
 
 
-_BLANK_LINE = re.compile(rb"(?:\r\n|\n)(?=\r\n|\n)")
 _HEADER_START = re.compile(rb"From |[\x21-\x39\x3b-\x7e]*:")  # the stdlib feedparser's own test
 
 
@@ -287,8 +287,8 @@ def _unparsed(raw: bytes, defects: list[str]) -> ParsedMail:
 
     Never the body as text: that would show raw MIME (base64) as the customer's words.
     """
-    blank = _BLANK_LINE.search(raw)
-    head = raw[: blank.end()] if blank is not None else raw[:_FEED_CHUNK]  # never a copy of the body
+    end = head_end(raw)
+    head = raw[:end] if end is not None else raw[:_FEED_CHUNK]  # never a copy of the body
     try:
         message = email.parser.BytesHeaderParser(policy=email_policy.compat32).parsebytes(
             cap_headers(head + b"\r\n\r\n", defects))

@@ -14,12 +14,21 @@ def strip_leading_blank_lines(raw: bytes) -> bytes:
     return stripped if stripped else raw
 
 
+_BLANK_LINE = re.compile(rb"(\r?\n)\r?\n")  # the line end of the last header, then the empty line
+
+
 def split_head(raw: bytes) -> tuple[bytes, bytes]:
     """(header block, body) split at the first empty line."""
-    match = re.search(rb"\r?\n\r?\n", raw)
+    match = _BLANK_LINE.search(raw)
     if not match:
         return raw, b""
     return raw[: match.start()], raw[match.end():]
+
+
+def head_end(raw: bytes) -> int | None:
+    """Where the header block ends, its last line end included; None when no empty line follows it."""
+    match = _BLANK_LINE.search(raw)
+    return match.end(1) if match else None
 
 
 _MESSAGE_ID_HEADER = re.compile(rb"^message-id[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.I | re.M)
@@ -32,6 +41,10 @@ def header_message_id(raw: bytes) -> str:
     before the commit, so it must be cheap and must not fail.
     """
     head, _ = split_head(strip_leading_blank_lines(raw))
+    return _message_id_in(head)
+
+
+def _message_id_in(head: bytes) -> str:
     match = _MESSAGE_ID_HEADER.search(head)
     if match is None:
         return ""
@@ -60,13 +73,18 @@ def _is_trace(line: bytes) -> bool:
     return name in TRACE_HEADERS or name.startswith(TRACE_PREFIXES)
 
 
-def content_digest(raw: bytes) -> str:
-    """sha256 of the message as its author sent it: trace headers removed, line ends normalized.
+def identify(raw: bytes) -> tuple[str, str]:
+    """(Message-ID, content digest) from one split of the message: what intake dedupes on.
 
-    Two deliveries of one mail give the same digest; two different mails that share a
-    Message-ID (web forms send every mail as <webform@...>) do not.
+    The digest is the sha256 of the message as its author sent it: trace headers removed,
+    line ends normalized. Two deliveries of one mail give the same digest; two different
+    mails that share a Message-ID (web forms send every mail as <webform@...>) do not.
     """
     head, body = split_head(strip_leading_blank_lines(raw))
+    return _message_id_in(head), _content_digest(head, body)
+
+
+def _content_digest(head: bytes, body: bytes) -> str:
     digest = hashlib.sha256()
     for line in _HEADER_LINE.split(head):
         if line.strip() and not _is_trace(line):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from mailticket.ingest.rawmail import content_digest, dedupe_key, header_message_id
+from mailticket.ingest.rawmail import dedupe_key, identify
 
 revision = "0004"
 down_revision = "0003"
@@ -63,7 +63,7 @@ def _rekey() -> None:
         if not rows:
             return
         for row_id, content in rows:
-            key = dedupe_key(header_message_id(content), content_digest(content))
+            key = dedupe_key(*identify(content))
             if key not in taken:
                 taken.add(key)
                 bind.execute(sa.update(raw).where(raw.c.id == row_id).values(dedupe_key=key))
