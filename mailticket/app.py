@@ -9,7 +9,7 @@ from collections.abc import Callable
 from email.utils import parseaddr
 
 from mailticket.clock import Clock, SystemClock
-from mailticket.errors import ConfigError, SchemaError
+from mailticket.errors import CantCreateError, ConfigError, SchemaError
 from mailticket.ingest.inbox import Inbox
 from mailticket.ingest.pipeline import Pipeline
 from mailticket.marks import MessageIdSigner
@@ -77,9 +77,11 @@ class App:
             before, after = self.db.upgrade()
             log.info("database schema upgraded from %s to %s", before or "(empty)", after)
 
-    def storage_problems(self) -> list[str]:
-        """What would stop us from writing our state folders (nothing is created: check-config)."""
-        return state_folders.problems(self.settings)
+    def check_storage(self) -> None:
+        """CantCreateError (exit 73) when our state folders could not be written; nothing is created."""
+        problems = state_folders.problems(self.settings)
+        if problems:
+            raise CantCreateError(problems)
 
     def ensure_storage(self) -> None:
         """Create the state folders 0700; CantCreateError (exit 73) names a folder that cannot be made."""

@@ -40,10 +40,11 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _app(args: argparse.Namespace, upgrade: bool | None = None) -> App:
     app = App(_settings(args))
-    problems = app.storage_problems()
-    if problems:
+    try:
+        app.check_storage()
+    except CantCreateError:
         app.close()
-        raise CantCreateError(problems)
+        raise
     app.prepare(upgrade)
     return app
 
@@ -69,9 +70,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     app = App(settings)
     app.renderer.check(TEMPLATES)  # every file of every kind, rendered with sample contexts
     try:
-        problems = app.storage_problems()  # looked at, nothing created
-        if problems:
-            raise CantCreateError(problems)
+        app.check_storage()  # looked at, nothing created
         app.db.ping()  # a missing SQLite file is reported below, not created
         revision = app.db.current_revision()
     finally:

@@ -287,9 +287,7 @@ class Sender:
                 return row
             if not row.content:  # its template failed to render: there is nothing to send
                 return row
-            row.state = OutboxState.QUEUED
-            row.next_attempt_at = now
-            row.last_error = None
+            _requeue(row, now)
             return row
 
     def retry_uncertain(self) -> list[int]:
@@ -298,7 +296,12 @@ class Sender:
         with self._db.transaction() as session:
             rows = repo.outbox_in_state(session, OutboxState.UNCERTAIN)
             for row in rows:
-                row.state = OutboxState.QUEUED
-                row.next_attempt_at = now
-                row.last_error = None
+                _requeue(row, now)
             return [row.id for row in rows]
+
+
+def _requeue(row: OutboxRow, now: dt.datetime) -> None:
+    """An admin's retry: due now, the old error cleared (the attempt count stays)."""
+    row.state = OutboxState.QUEUED
+    row.next_attempt_at = now
+    row.last_error = None

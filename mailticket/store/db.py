@@ -13,7 +13,6 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
@@ -118,6 +117,7 @@ class Database:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self.sqlite_file = sqlite_file(str(engine.url))  # None for PostgreSQL
         self._writer: contextlib.AbstractContextManager[Any] = (
             FairRLock() if engine.dialect.name == "sqlite" else contextlib.nullcontext())
 
@@ -155,8 +155,9 @@ class Database:
     # -- schema -----------------------------------------------------------
 
     @property
-    def sqlite_file(self) -> Path | None:
-        return sqlite_file(str(self.engine.url))
+    def _file_missing(self) -> bool:
+        """A SQLite database whose file does not exist yet: connecting would create it empty."""
+        return self.sqlite_file is not None and not self.sqlite_file.exists()
 
     def describe(self) -> str:
         """Where the database is, for messages: the SQLite file, or host:port/name (never the password)."""
@@ -178,14 +179,14 @@ class Database:
 
     def ping(self) -> None:
         """Connect once (check-config); a missing SQLite file is not created."""
-        if self.sqlite_file is not None and not self.sqlite_file.exists():
+        if self._file_missing:
             return
         with self._connect() as connection:
             connection.execute(text("SELECT 1"))
 
     def current_revision(self) -> str | None:
-        if self.sqlite_file is not None and not self.sqlite_file.exists():
-            return None  # connecting would create an empty database file
+        if self._file_missing:
+            return None
         with self._connect() as connection:
             if not inspect(connection).has_table("alembic_version"):
                 return None
@@ -223,7 +224,7 @@ class Database:
         if current == head:
             return
         if current is None:
-            if self.sqlite_file is not None and not self.sqlite_file.exists():
+            if self._file_missing:
                 raise SchemaError(f"no database at {self.sqlite_file} yet: run `mailticket db upgrade` "
                                   "(or check database.url and [paths] state_dir)")
             raise SchemaError("database has no mailticket schema yet: run `mailticket db upgrade`")
