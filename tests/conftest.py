@@ -160,6 +160,18 @@ def ingest(app: App, raw: bytes, source: str = "pipe") -> tuple[int | None, str]
     return outcome.ticket_number, outcome.decision
 
 
+def poison(app: App, monkeypatch: pytest.MonkeyPatch, message_id: str) -> None:
+    """Make processing raise for one Message-ID (the rules step), so that message is quarantined."""
+    real_apply = app.rules.apply
+
+    def apply(session: Any, **kwargs: Any) -> Any:
+        if kwargs["message"].message_id == message_id:
+            raise RuntimeError("no_such_field: injected failure")
+        return real_apply(session, **kwargs)
+
+    monkeypatch.setattr(app.rules, "apply", apply)
+
+
 def count(app: App, model: Any) -> int:
     with app.db.transaction() as s:
         return int(s.execute(select(func.count()).select_from(model)).scalar_one())

@@ -17,7 +17,7 @@ import pytest
 from mailticket.app import App
 from mailticket.domain import Envelope
 from mailticket.settings import load
-from tests.conftest import as_json, ingest, mail
+from tests.conftest import as_json, ingest, mail, poison
 from tests.conftest import run_cli as run
 
 
@@ -105,14 +105,7 @@ def test_quarantine_and_replay(write_config: Callable[..., Path], monkeypatch: p
     # the poison is injected in process: processing raises for q1; the message is quarantined, not lost.
     app = App(load(config))
     app.prepare()
-    real_apply = app.rules.apply
-
-    def apply(session: Any, **kwargs: Any) -> Any:
-        if kwargs["message"].message_id == "q1@customer.example":
-            raise RuntimeError("no_such_field: injected failure")
-        return real_apply(session, **kwargs)
-
-    monkeypatch.setattr(app.rules, "apply", apply)
+    poison(app, monkeypatch, "q1@customer.example")
     assert ingest(app, mail(message_id="q1@customer.example")) == (None, "quarantined")
     second = ingest(app, mail(message_id="q2@customer.example", subject="next one",
                               headers={"Auto-Submitted": "auto-generated"}))

@@ -26,7 +26,7 @@ from mailticket.sources.imap import ImapPoller
 from mailticket.sources.imapconn import ImapSetupError, connect
 from mailticket.sources.imaprun import ImapRunner
 from mailticket.store.models import Event, Message, RawMessage, SourceStatus, Ticket
-from tests.conftest import count, mail, run_cli, skip_or_fail
+from tests.conftest import count, mail, poison, run_cli, skip_or_fail
 from tests.dovecot import Dovecot
 from tests.tcpproxy import FreezingProxy
 
@@ -270,14 +270,7 @@ def test_unprocessable_message_goes_to_quarantine_folder(
     # A template failure no longer quarantines (the mail fails, the ticket stands: tests/test_templates.py), so
     # the poison is injected in process: processing raises for one message.
     app = imap_app()
-    real_apply = app.rules.apply
-
-    def apply(session: Any, **kwargs: Any) -> Any:
-        if kwargs["message"].message_id == "poison@customer.example":
-            raise RuntimeError("no_such_field: injected failure")
-        return real_apply(session, **kwargs)
-
-    monkeypatch.setattr(app.rules, "apply", apply)
+    poison(app, monkeypatch, "poison@customer.example")
     dovecot.append_many("INBOX", [
         mail(message_id="poison@customer.example", subject="processing raises"),
         mail(message_id="fine@customer.example", subject="no ack needed", headers={"Auto-Submitted": "auto-replied"}),

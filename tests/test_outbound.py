@@ -14,7 +14,6 @@ import datetime as dt
 import email
 import errno
 import os
-import socket
 import sqlite3
 import stat
 import uuid
@@ -42,7 +41,7 @@ from mailticket.outbox.transport import MaildirTransport, Transport, make_transp
 from mailticket.settings import Settings, load
 from mailticket.store.db import Database, make_engine
 from mailticket.store.models import Event, Message, OutboxRow
-from tests.conftest import as_json, mail, run_cli
+from tests.conftest import as_json, free_port, mail, run_cli
 
 CUSTOMER = "alice@customer.example"
 ACCEPT = "250 OK"
@@ -101,13 +100,6 @@ class Sink:
     @property
     def accepted(self) -> list[Delivery]:
         return [d for d in self.deliveries if d.reply.startswith("250")]
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (right now)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

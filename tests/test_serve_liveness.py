@@ -8,13 +8,10 @@ import smtplib
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-
-import pytest
-from aiosmtpd.controller import Controller
 
 from mailticket.app import App
 from mailticket.clock import FrozenClock
@@ -24,21 +21,12 @@ from mailticket.outbox.transport import Transport, make_transport
 from mailticket.report import status_report
 from mailticket.schedule.heartbeat import Heartbeat, describe
 from mailticket.settings import Settings, load
-from tests.conftest import as_json, free_port, mail, run_cli
-from tests.test_outbound import Sink
+from tests.conftest import as_json, mail, run_cli
+from tests.test_outbound import Sink, sink
+
+__all__ = ["sink"]  # the aiosmtpd sink fixture, shared with test_outbound
 
 DEADLINE = 120.0  # seconds a wait may take before the test fails; never a timing assertion
-
-
-@pytest.fixture
-def sink() -> Iterator[Sink]:
-    handler = Sink(port=free_port())
-    controller = Controller(handler, hostname="127.0.0.1", port=handler.port)
-    controller.start()
-    try:
-        yield handler
-    finally:
-        controller.stop()
 
 
 def start_serve(config: Path) -> subprocess.Popen[bytes]:
