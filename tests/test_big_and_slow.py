@@ -8,13 +8,12 @@ happened to each message.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import hashlib
 import os
 import smtplib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import Select, select
@@ -24,14 +23,15 @@ from mailticket.domain import Direction, Envelope, ParsedMail, RawState
 from mailticket.errors import BudgetExceeded
 from mailticket.ingest import parse as parse_module
 from mailticket.ingest.budget import run_with_budget
-from mailticket.ingest.committer import GroupCommitter
 from mailticket.ingest.decode import MAX_HEADER_CHARS
 from mailticket.ingest.parse import MAX_HEADER_BYTES, parse
 from mailticket.ingest.pipeline import Pipeline
-from mailticket.settings import Listener, Settings
-from mailticket.sources.smtp import SmtpListener
+from mailticket.settings import Settings
 from mailticket.store.models import AttachmentRow, Blob, Message, RawMessage, Ticket
 from tests.conftest import count, ingest, mail
+from tests.test_smtp import Running, serve_smtp
+
+__all__ = ["serve_smtp"]  # the live-listener fixture, shared with test_smtp
 
 SUPPORT = "support@example.com"
 WORD = "=?utf-8?q?w=C3=A4rd?="
@@ -213,27 +213,11 @@ def test_a_parse_over_budget_is_quarantined_and_the_batch_goes_on(app: App, slow
 # -- (c) a 20 MiB attachment over SMTP ------------------------------------------------------
 
 
-@pytest.fixture
-def listener(settings: Settings, make_app: Callable[..., App]) -> Iterator[tuple[App, int]]:
-    """A live listener on a free port, with the default size limit."""
-    custom = dataclasses.replace(settings, smtp=dataclasses.replace(
-        settings.smtp, listen=(Listener("127.0.0.1", 0, False),)))
-    app = make_app(custom)
-    committer = GroupCommitter(app.inbox)
-    committer.start()
-    smtp = SmtpListener(custom, committer, lambda: None)
-    smtp.start()
-    try:
-        yield app, smtp.bound_port()
-    finally:
-        smtp.stop(grace=5)
-        committer.stop()
-
-
 def test_a_20_mib_attachment_over_smtp_is_stored_and_downloadable(
-        settings: Settings, listener: tuple[App, int]) -> None:
+        settings: Settings, serve_smtp: Callable[..., Running]) -> None:
     assert settings.smtp.max_message_size == 35 * 1024 * 1024  # the default
-    app, port = listener
+    running = serve_smtp()  # a live listener on a free port, with the default size limit
+    app, port = running.app, running.port
     content = os.urandom(20 * 1024 * 1024)
     raw = attachment_mail(content)
     assert len(raw) > 25 * 1024 * 1024  # what the old 25 MB default refused with 552
