@@ -1,34 +1,33 @@
-"""Thin commands: parse arguments, call the app, print a table or --json."""
+"""Thin commands: parse arguments, open the app, print a table or --json.
+
+Every command is ``with _app(args) as app:``: the composition root builds (and
+closes) everything; reads come from the read model (``store/readmodel.py``).
+"""
 
 from __future__ import annotations
 
 import argparse
-import faulthandler
 import json
 import logging
 import os
-import signal
 import sys
-import threading
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
-
-from sqlalchemy import select
 
 from mailticket import __version__
 from mailticket.app import TEMPLATES, App
 from mailticket.domain import Envelope, RawState
 from mailticket.errors import CantCreateError, ConfigError, SchemaError, TemporaryError
 from mailticket.settings import MailboxSettings, Settings, load, locate_config
-from mailticket.store import repo
-from mailticket.store.models import AddressSuppression, Message, OutboxRow, RawMessage, Ticket
+from mailticket.store import readmodel, repo
 from mailticket.store.paths import user as state_user
 
 EX_OK, EX_USAGE, EX_SOFTWARE, EX_CANTCREAT, EX_IOERR, EX_TEMPFAIL, EX_CONFIG = 0, 64, 70, 73, 74, 75, 78
 MAX_PIPE_BYTES = 64 * 1024 * 1024
+MAX_RULES_TEST_BYTES = 64 * 1024 * 1024
+UNKNOWN_SENDER = "(sender unknown)"
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -39,14 +38,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _app(args: argparse.Namespace, upgrade: bool | None = None) -> App:
-    app = App(_settings(args))
-    try:
-        app.check_storage()
-    except CantCreateError:
-        app.close()
-        raise
-    app.prepare(upgrade)
-    return app
+    return App.open(_settings(args), upgrade=upgrade)
 
 
 def _print_json(data: Any) -> None:
@@ -67,30 +59,32 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    app = App(settings)
-    app.renderer.check(TEMPLATES)  # every file of every kind, rendered with sample contexts
-    try:
+    with App(settings) as app:
+        app.renderer.check(TEMPLATES)  # every file of every kind, rendered with sample contexts
         app.check_storage()  # looked at, nothing created
         app.db.ping()  # a missing SQLite file is reported below, not created
         revision = app.db.current_revision()
-    finally:
-        app.close()
+        database = app.db.describe()
     print(f"{settings.source}: configuration is valid")
     print(f"  state: {settings.state_dir}")
     schema = revision or "none yet (`mailticket db upgrade` creates it)"
-    print(f"  database: {app.db.describe()} (schema {schema})")
+    print(f"  database: {database} (schema {schema})")
     print(f"  mailboxes: {', '.join(m.address for m in settings.mailboxes)}")
     print(f"  outbound: {settings.outbound.transport}")
     for m in settings.mailboxes:
         if m.imap is not None:
             print(f"  imap: {m.address} <- {m.imap.account}/{m.imap.folder} (tls {m.imap.tls}, after {m.imap.after})")
+    if settings.queues:
+        print("  queues: " + ", ".join(f"{q.name} ({q.assignment}, {len(q.agents)} agents)" for q in settings.queues))
+    if settings.routing:
+        print(f"  routing: {len(settings.routing)} rules: " + ", ".join(r.name for r in settings.routing))
     return EX_OK
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    app = App(_settings(args))
-    app.ensure_storage()
-    before, after = app.db.upgrade()
+    with App(_settings(args)) as app:
+        app.ensure_storage()
+        before, after = app.db.upgrade()
     print(f"database schema: {before or '(empty)'} -> {after}")
     return EX_OK
 
@@ -99,12 +93,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     """For an MTA pipe: exit 0 only after the bytes are committed, 75 when they could not be."""
     try:
         app = _app(args)
-        raw = sys.stdin.buffer.read(MAX_PIPE_BYTES + 1)
-        if len(raw) > MAX_PIPE_BYTES:
-            print(f"mailticket ingest: message over {MAX_PIPE_BYTES} bytes refused", file=sys.stderr)
-            return 73  # EX_CANTCREAT: permanent, the MTA bounces it
-        recipients = tuple(args.recipient or ())
-        accepted = app.inbox.accept(raw, Envelope("pipe", args.sender or "", recipients))
     except CantCreateError as exc:  # 73 would make the MTA bounce the mail: the admin fixes this, the MTA waits
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -115,14 +103,27 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     except Exception as exc:  # anything before the commit is temporary for the sender
         print(f"mailticket ingest: not stored, try again later: {exc}", file=sys.stderr)
         return EX_TEMPFAIL
-    if accepted.duplicate:
-        print(f"duplicate of raw message {accepted.raw_id}; nothing to do", file=sys.stderr)
-        return EX_OK
-    try:
-        outcomes = app.pipeline.process([accepted.raw_id])
-    except TemporaryError as exc:
-        print(f"stored as raw message {accepted.raw_id}; processing deferred: {exc}", file=sys.stderr)
-        return EX_OK
+    with app:
+        try:
+            raw = sys.stdin.buffer.read(MAX_PIPE_BYTES + 1)
+            if len(raw) > MAX_PIPE_BYTES:
+                print(f"mailticket ingest: message over {MAX_PIPE_BYTES} bytes refused", file=sys.stderr)
+                return 73  # EX_CANTCREAT: permanent, the MTA bounces it
+            recipients = tuple(args.recipient or ())
+            accepted = app.inbox.accept(raw, Envelope("pipe", args.sender or "", recipients))
+        except (ConfigError, SchemaError):
+            raise
+        except Exception as exc:
+            print(f"mailticket ingest: not stored, try again later: {exc}", file=sys.stderr)
+            return EX_TEMPFAIL
+        if accepted.duplicate:
+            print(f"duplicate of raw message {accepted.raw_id}; nothing to do", file=sys.stderr)
+            return EX_OK
+        try:
+            outcomes = app.pipeline.process([accepted.raw_id])
+        except TemporaryError as exc:
+            print(f"stored as raw message {accepted.raw_id}; processing deferred: {exc}", file=sys.stderr)
+            return EX_OK
     for outcome in outcomes:
         where = f"ticket #{outcome.ticket_number}" if outcome.ticket_number else "quarantine"
         print(f"raw message {outcome.raw_id}: {outcome.decision} ({where})", file=sys.stderr)
@@ -132,7 +133,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from mailticket.ingest.importer import ImportSummary, run_import
 
-    app = _app(args)
     missing = [p for p in args.paths if not Path(p).exists()]
     if missing:
         print("\n".join(f"import: {p}: no such file or folder" for p in missing), file=sys.stderr)
@@ -156,7 +156,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     if not args.verbose:
         pipeline_log.setLevel(max(pipeline_log.getEffectiveLevel(), logging.WARNING))
     try:
-        summary = run_import([Path(p) for p in args.paths], app.inbox, app.pipeline, progress)
+        with _app(args) as app:
+            summary = run_import([Path(p) for p in args.paths], app.inbox, app.pipeline, progress)
     finally:
         pipeline_log.setLevel(level)
     if show:
@@ -174,35 +175,10 @@ def cmd_import(args: argparse.Namespace) -> int:
     return EX_OK if not summary.unreadable else EX_SOFTWARE
 
 
-def _stop_on_signals(event: threading.Event | None = None) -> threading.Event:
-    """SIGTERM and SIGINT set the event; SIGUSR1 prints every thread's stack to the log."""
-    stopped = event or threading.Event()
-
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        logging.getLogger("mailticket").info("signal %d: stopping", signum)
-        stopped.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    faulthandler.register(signal.SIGUSR1)
-    return stopped
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
-    from mailticket.schedule.service import Service
-
-    app = _app(args)
-    app.ensure_storage()  # the outbox maildir and the secret's folder, before the first mail needs them
-    service = Service(app)
-
-    stopped = _stop_on_signals(service.stopped)
-    service.start()
-    try:
-        while not stopped.wait(1.0):
-            pass
-    finally:
-        service.stop()
-        app.close()
+    with _app(args) as app:
+        app.start()
+        app.run_until_signal()
     return EX_OK
 
 
@@ -222,27 +198,13 @@ def _imap_mailboxes(app: App, wanted: Sequence[str] | None) -> list[MailboxSetti
 
 def cmd_poll(args: argparse.Namespace) -> int:
     """--once: one pass over each IMAP mailbox (for cron); without: poll until SIGTERM."""
-    from mailticket.sources.imaprun import ImapRunner, poll_once
-
-    app = _app(args)
-    mailboxes = _imap_mailboxes(app, args.mailbox)
-    if not args.once:
-        runners = [ImapRunner(app.imap_poller(m), app.status) for m in mailboxes]
-        stopped = _stop_on_signals()
-        for runner in runners:
-            runner.start()
-        try:
-            while not stopped.wait(1.0):
-                pass
-        finally:
-            for runner in runners:
-                runner.request_stop()
-            for runner in runners:
-                runner.stop()
-            app.close()
-        return EX_OK
-    reports = [poll_once(app.imap_poller(m), app.status) for m in mailboxes]
-    app.close()
+    with _app(args) as app:
+        mailboxes = _imap_mailboxes(app, args.mailbox)
+        if not args.once:
+            app.start(listen=False, jobs=False, mailboxes=mailboxes)
+            app.run_until_signal()
+            return EX_OK
+        reports = app.poll_once(mailboxes)
     if args.json:
         _print_json(reports)
     else:
@@ -253,17 +215,15 @@ def cmd_poll(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from mailticket.report import status_report
     from mailticket.schedule.heartbeat import describe as describe_instance
 
-    app = _app(args)
-    report = status_report(app)
-    app.close()
+    with _app(args) as app, app.db.transaction() as session:
+        now = app.clock.now()
+        report = readmodel.status_report(session, app.settings, now)
     if args.json:
         _print_json(report)
         return EX_OK
     print(f"config: {report['config']}")
-    now = app.clock.now()
     for instance in report["instances"]:
         print(describe_instance(instance, now))
     if not any(instance["running"] for instance in report["instances"]):
@@ -286,11 +246,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from mailticket.explain import explain
-
-    app = _app(args)
-    report = explain(app, args.message_id)
-    app.close()
+    with _app(args) as app, app.db.transaction() as session:
+        report = readmodel.explain(session, args.message_id)
     if report is None:
         print(f"mailticket: no message with Message-ID <{args.message_id.strip('<>')}> was received or sent",
               file=sys.stderr)
@@ -312,11 +269,20 @@ def cmd_explain(args: argparse.Namespace) -> int:
         ticket = f" (ticket #{other['ticket']})" if other["ticket"] is not None else ""
         print(f"  note: a different message reused this Message-ID: raw #{other['raw_id']}{ticket}; "
               "the steps below include its own")
+    if report["rules"]:
+        print("  rules that hit:")
+        for hit in report["rules"]:
+            print(f"    {hit['rule']:<22} {hit['detail'].partition(': ')[2] or hit['detail']}")
+    print("  steps:")
     for step in report["steps"]:
-        print(f"  {step['at'][:19]}  {step['kind']:<18} {step['detail']}")
+        if step["kind"] == "rule":
+            continue
+        by = f" [{step['rule']}]" if step.get("rule") else ""
+        print(f"    {step['at'][:19]}  {step['kind']:<18} {step['detail']}{by}")
     for m in report["mails"]:
-        print(f"  mail #{m['id']} {m['kind']} to {m['to']}: {m['state']}" + (f" ({m['last_error']})" if m["last_error"]
-                                                                               else ""))
+        cause = f", by rule {m['rule']}" if m.get("rule") else ""
+        print(f"  caused mail #{m['id']} {m['kind']} to {m['to']}: {m['state']}{cause}"
+              + (f" ({m['last_error']})" if m["last_error"] else ""))
     if report["outbox"]:
         o = report["outbox"]
         print(f"  our {o['kind']} to {o['to']}: {o['state']} after {o['attempts']} attempt(s)"
@@ -325,14 +291,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_suppressions_list(args: argparse.Namespace) -> int:
-    app = _app(args)
-    now = app.clock.now()
-    with app.db.transaction() as session:
-        rows: list[dict[str, Any]] = [{
-            "address": r.address, "status": r.status, "reason": r.reason, "since": r.created_at.isoformat(),
-            "until": r.until.isoformat(), "active": r.until > now, "message_id": r.source_message_id,
-        } for r in session.execute(select(AddressSuppression).order_by(AddressSuppression.address)).scalars()]
-    app.close()
+    with _app(args) as app, app.db.transaction() as session:
+        rows = readmodel.suppressions(session, app.clock.now())
     if args.json:
         _print_json(rows)
     else:
@@ -343,76 +303,45 @@ def cmd_suppressions_list(args: argparse.Namespace) -> int:
 
 
 def cmd_suppressions_remove(args: argparse.Namespace) -> int:
-    app = _app(args)
     address = args.address.strip().lower()
-    with app.db.transaction() as session:
-        row = session.get(AddressSuppression, address)
-        if row is not None:
-            session.delete(row)
+    with _app(args) as app, app.db.transaction() as session:
+        removed = repo.remove_suppression(session, address)
+        if removed:
             repo.add_event(session, app.clock.now(), "unsuppressed", f"{address}: removed by an admin")
-    app.close()
-    if row is None:
+    if not removed:
         print(f"mailticket: {address} is not suppressed", file=sys.stderr)
         return 1
     print(f"{address}: automatic mail allowed again")
     return EX_OK
 
 
-UNKNOWN_SENDER = "(sender unknown)"
-
-
-def _ticket_summary(t: Ticket) -> dict[str, Any]:
-    return {
-        "number": t.number, "subject": t.subject, "status": t.status, "priority": t.priority,
-        "queue": t.queue, "requester": t.requester, "assignee": t.assignee,
-        "needs_review": t.needs_review, "created_at": t.created_at.isoformat(),
-        "updated_at": t.updated_at.isoformat(), "linked_to": t.linked_to,
-    }
-
-
 def cmd_tickets_list(args: argparse.Namespace) -> int:
-    app = _app(args)
-    with app.db.transaction() as session:
-        query = select(Ticket).order_by(Ticket.number)
-        if args.status:
-            query = query.where(Ticket.status == args.status)
-        tickets = [_ticket_summary(t) for t in session.execute(query).scalars()]
+    with _app(args) as app, app.db.transaction() as session:
+        tickets = readmodel.tickets(session, status=args.status, queue=args.queue, assignee=args.assignee)
     if args.json:
         _print_json(tickets)
     else:
-        _table(["#", "status", "requester", "subject"],
-               [[t["number"], t["status"], t["requester"] or UNKNOWN_SENDER, t["subject"]] for t in tickets])
+        _table(["#", "status", "priority", "queue", "assignee", "requester", "subject"],
+               [[t["number"], t["status"], t["priority"], t["queue"], t["assignee"] or "-",
+                 t["requester"] or UNKNOWN_SENDER, t["subject"]] for t in tickets])
     return EX_OK
 
 
-def _message_dict(m: Message) -> dict[str, Any]:
-    return {
-        "message_id": m.message_id, "direction": m.direction, "from": m.from_addr, "from_name": m.from_name,
-        "from_header": m.from_header,
-        "to": m.to_addrs, "cc": m.cc_addrs, "subject": m.subject,
-        "date": m.date.isoformat() if m.date else None, "author_role": m.author_role,
-        "verdict": m.verdict, "verdict_reason": m.verdict_reason, "visible_text": m.visible_text,
-        "attachments": [{"filename": a.filename, "content_type": a.content_type, "size": a.size,
-                         "sha256": a.sha256} for a in m.attachments],
-    }
-
-
 def cmd_tickets_show(args: argparse.Namespace) -> int:
-    app = _app(args)
-    with app.db.transaction() as session:
-        ticket = session.get(Ticket, args.number)
-        if ticket is None:
-            print(f"tickets show: no ticket #{args.number}", file=sys.stderr)
-            return 1
-        data = _ticket_summary(ticket)
-        data["participants"] = [{"email": p.email, "name": p.name, "role": p.role} for p in ticket.participants]
-        data["messages"] = [_message_dict(m) for m in ticket.messages]
+    with _app(args) as app, app.db.transaction() as session:
+        data = readmodel.ticket(session, args.number)
+    if data is None:
+        print(f"tickets show: no ticket #{args.number}", file=sys.stderr)
+        return 1
     if args.json:
         _print_json(data)
         return EX_OK
     print(f"#{data['number']}  {data['subject']}")
     requester = data["requester"] or UNKNOWN_SENDER
-    print(f"status {data['status']}  priority {data['priority']}  queue {data['queue']}  requester {requester}")
+    print(f"status {data['status']}  priority {data['priority']}  queue {data['queue']}  "
+          f"assignee {data['assignee'] or '-'}  requester {requester}")
+    if data["tags"]:
+        print("tags " + ", ".join(data["tags"]))
     if data["linked_to"] is not None:
         print(f"linked to #{data['linked_to']} (its mail referenced that ticket, whose participants do not "
               "include the sender)")
@@ -427,17 +356,8 @@ def cmd_tickets_show(args: argparse.Namespace) -> int:
 
 
 def cmd_outbox_list(args: argparse.Namespace) -> int:
-    app = _app(args)
-    with app.db.transaction() as session:
-        query = select(OutboxRow).order_by(OutboxRow.id)
-        if args.state:
-            query = query.where(OutboxRow.state == args.state)
-        rows = [{
-            "id": r.id, "ticket": r.ticket_number, "kind": r.kind, "to": r.to_addr, "subject": r.subject,
-            "state": r.state, "attempts": r.attempts, "message_id": r.message_id, "last_error": r.last_error,
-            "next_attempt_at": r.next_attempt_at.isoformat(),
-            "sent_at": r.sent_at.isoformat() if r.sent_at else None,
-        } for r in session.execute(query).scalars()]
+    with _app(args) as app, app.db.transaction() as session:
+        rows = readmodel.outbox_rows(session, args.state)
     if args.json:
         _print_json(rows)
     else:
@@ -448,8 +368,7 @@ def cmd_outbox_list(args: argparse.Namespace) -> int:
 
 
 def cmd_outbox_retry(args: argparse.Namespace) -> int:
-    app = _app(args)
-    try:
+    with _app(args) as app:
         if args.uncertain:
             ids = app.sender.retry_uncertain()
             if args.json:
@@ -458,8 +377,6 @@ def cmd_outbox_retry(args: argparse.Namespace) -> int:
                 print(f"outbox: {len(ids)} uncertain mail(s) queued again" + "".join(f" #{i}" for i in ids))
             return EX_OK
         row = app.sender.retry(args.id)
-    finally:
-        app.close()
     if row is None:
         print(f"outbox retry: no outbox row {args.id}", file=sys.stderr)
         return 1
@@ -478,14 +395,8 @@ def cmd_outbox_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_quarantine_list(args: argparse.Namespace) -> int:
-    app = _app(args)
-    with app.db.transaction() as session:
-        rows: list[dict[str, Any]] = [{
-            "id": r.id, "message_id": r.message_id, "source": r.source, "attempts": r.attempts,
-            "received_at": r.received_at.isoformat(), "error": r.error or "",
-        } for r in session.execute(
-            select(RawMessage).where(RawMessage.state == RawState.QUARANTINED).order_by(RawMessage.id)
-        ).scalars()]
+    with _app(args) as app, app.db.transaction() as session:
+        rows = readmodel.quarantined(session)
     if args.json:
         _print_json(rows)
     else:
@@ -496,8 +407,8 @@ def cmd_quarantine_list(args: argparse.Namespace) -> int:
 
 
 def cmd_quarantine_replay(args: argparse.Namespace) -> int:
-    app = _app(args)
-    outcome = app.pipeline.replay(args.id)
+    with _app(args) as app:
+        outcome = app.pipeline.replay(args.id)
     if outcome is None:
         print(f"quarantine replay: raw message {args.id} is not in quarantine", file=sys.stderr)
         return 1
@@ -509,6 +420,75 @@ def cmd_quarantine_replay(args: argparse.Namespace) -> int:
         where = f"ticket #{outcome.ticket_number}" if outcome.ticket_number else f"still quarantined: {outcome.error}"
         print(f"raw message {outcome.raw_id}: {outcome.decision} ({where})")
     return EX_OK if outcome.state != RawState.QUARANTINED else 1
+
+
+def cmd_rules_test(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_RULES_TEST_BYTES + 1)
+    except OSError as exc:
+        print(f"rules test: {path}: {exc.strerror or exc}", file=sys.stderr)
+        return EX_USAGE
+    if len(raw) > MAX_RULES_TEST_BYTES:
+        print(f"rules test: {path}: over {MAX_RULES_TEST_BYTES} bytes", file=sys.stderr)
+        return EX_USAGE
+    with _app(args) as app:
+        report = app.test_rules(raw)
+    if args.json:
+        _print_json(report)
+        return EX_OK
+    print(f"message <{report['message_id']}> from {report['from'] or UNKNOWN_SENDER}: {report['subject']!r}")
+    print(f"verdict: {report['verdict']['kind']} ({report['verdict']['reason']})")
+    thread = report["thread"]
+    if thread["ticket"] is not None:
+        print(f"would join ticket #{thread['ticket']} ({thread['reason']}); routing runs only for new tickets")
+    print()
+    rows = []
+    for rule in report["routing"]:
+        matched = "skipped (stop)" if rule["skipped"] else ("yes" if rule["matched"] else "no")
+        failed = [c for c in rule["conditions"] if not c["held"]]
+        why = failed[0]["detail"] if failed else ", ".join(a["action"] for a in rule["actions"])
+        rows.append([rule["name"], matched, why])
+    if rows:
+        _table(["routing rule", "matched", "first failed condition / actions"], rows)
+    else:
+        print("no [[routing]] rules configured")
+    result = report["result"]
+    print()
+    print(f"queue:          {result['queue']}")
+    print(f"priority:       {result['priority']}")
+    print(f"tags:           {', '.join(result['tags']) or '-'}")
+    print(f"assignee:       {result['assignee'] or '-'} ({result['assignment']})")
+    print(f"hold:           {'yes' if result['hold'] else 'no'}")
+    print(f"acknowledgement: {'yes' if result['acknowledge'] else 'no'} ({result['acknowledgement']})")
+    print("other rules that hit: " + (", ".join(h for h in report["hits"] if h not in
+                                                 {r["name"] for r in report["routing"]}) or "-"))
+    return EX_OK
+
+
+def cmd_agents_list(args: argparse.Namespace) -> int:
+    with _app(args) as app, app.db.transaction() as session:
+        rows = readmodel.agents(session, app.settings)
+    if args.json:
+        _print_json(rows)
+    else:
+        _table(["address", "name", "queues", "skills", "away", "open tickets"],
+               [[r["address"], r["name"], ", ".join(r["queues"]) or "-", ", ".join(r["skills"]) or "-",
+                 "away" if r["away"] else "", r["open_tickets"]] for r in rows])
+    return EX_OK
+
+
+def cmd_agents_away(args: argparse.Namespace) -> int:
+    with _app(args) as app:
+        agent = app.settings.agent_for(args.address)
+        if agent is None:
+            known = ", ".join(a.address for a in app.settings.agents) or "none configured"
+            print(f"agents away: {args.address} is not an agent ([[agents]]: {known})", file=sys.stderr)
+            return EX_USAGE
+        app.set_away(agent.address, args.state == "on", by="admin (CLI)")
+    print(f"{agent.address}: " + ("away, gets no new tickets" if args.state == "on" else "back, gets tickets again"))
+    return EX_OK
 
 
 # -- argument parsing ---------------------------------------------------------
@@ -557,6 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
     tickets = add("tickets", lambda a: EX_USAGE, "list and show tickets").add_subparsers(dest="t", required=True)
     p = add("list", cmd_tickets_list, "list tickets", tickets)
     p.add_argument("--status", choices=["new", "open", "pending", "solved", "closed"])
+    p.add_argument("--queue", help="only tickets in this queue")
+    p.add_argument("--assignee", metavar="ADDR", help="only tickets assigned to this agent (none: unassigned)")
     p.add_argument("--json", action="store_true")
     p = add("show", cmd_tickets_show, "show one ticket with its messages", tickets)
     p.add_argument("number", type=int)
@@ -571,6 +553,19 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("id", type=int, nargs="?", help="one outbox row")
     which.add_argument("--uncertain", action="store_true", help="every uncertain row")
     p.add_argument("--json", action="store_true")
+
+    rules = add("rules", lambda a: EX_USAGE, "routing rules").add_subparsers(dest="r", required=True)
+    p = add("test", cmd_rules_test, "show which rules a message would hit and where it would go; stores nothing",
+            rules)
+    p.add_argument("file", metavar="FILE.eml")
+    p.add_argument("--json", action="store_true")
+
+    agents = add("agents", lambda a: EX_USAGE, "agents and their away flag").add_subparsers(dest="a", required=True)
+    p = add("list", cmd_agents_list, "list agents: queues, skills, away, open tickets", agents)
+    p.add_argument("--json", action="store_true")
+    p = add("away", cmd_agents_away, "mark an agent away (no new tickets) or back", agents)
+    p.add_argument("address", metavar="ADDRESS")
+    p.add_argument("state", choices=["on", "off"])
 
     quarantine = add("quarantine", lambda a: EX_USAGE, "messages that could not be processed")
     qsub = quarantine.add_subparsers(dest="q", required=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import re
 from dataclasses import dataclass, field
 
 
@@ -126,3 +127,80 @@ class Envelope:
     mail_from: str = ""
     recipients: tuple[str, ...] = ()
     peer: str = ""
+
+
+_REPLY_PREFIX = re.compile(
+    r"^\s*((re|fwd?|aw|wg|sv|vs|antw|antwort|tr|rv|rif|odp|vl|ynt|res|enc)\s*(\[\d+\]|\(\d+\))?\s*[:：]\s*)+",
+    re.I,
+)
+
+
+@dataclass(frozen=True)
+class SubjectTag:
+    """The ticket tag in subjects: ``[#42]`` or, with a prefix, ``[Support #42]``."""
+
+    prefix: str = ""
+
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        prefix = re.escape(self.prefix) + r"\s*" if self.prefix else ""
+        return re.compile(r"\[" + prefix + r"#(\d{1,12})\]", re.I)
+
+    def format(self, number: int) -> str:
+        return f"[{self.prefix} #{number}]" if self.prefix else f"[#{number}]"
+
+    def find(self, subject: str) -> int | None:
+        match = self.pattern.search(subject)
+        return int(match.group(1)) if match else None
+
+    def strip(self, subject: str) -> str:
+        """The subject without reply prefixes and without our tag."""
+        previous = None
+        while previous != subject:
+            previous = subject
+            subject = _REPLY_PREFIX.sub("", subject)
+            subject = self.pattern.sub("", subject).strip()
+        return re.sub(r"\s+", " ", subject).strip()
+
+
+@dataclass(frozen=True)
+class FailedRecipient:
+    address: str  # lower-cased
+    action: str  # "failed", "delayed", ... ("" when the report does not say)
+    status: str  # RFC 3463 "5.1.1", or "" when unknown
+    diagnostic: str  # the remote server's words, bounded
+
+    @property
+    def failed(self) -> bool:
+        """The mail was not delivered and will not be (RFC 3464 ``Action: failed``, or a 5.x.x status)."""
+        return self.action == "failed" or self.status.startswith("5")
+
+    @property
+    def permanent(self) -> bool:
+        """The address itself is bad: a 5.x.x status (``failed`` with 4.x.x is e.g. a retry timeout)."""
+        if self.status:
+            return self.status.startswith("5")
+        return self.action == "failed"
+
+
+@dataclass(frozen=True)
+class BounceReport:
+    recipients: tuple[FailedRecipient, ...]
+    original_message_id: str  # without angle brackets; "" when the report does not quote it
+    standard: bool  # an RFC 3464 message/delivery-status part was found
+
+    @property
+    def permanent(self) -> bool:
+        return any(r.permanent for r in self.recipients)
+
+    @property
+    def transient(self) -> bool:
+        """Only delays and temporary trouble: the mail may still arrive (a warning, not a bounce)."""
+        return bool(self.recipients) and not any(r.failed for r in self.recipients)
+
+    def describe(self) -> str:
+        if not self.recipients:
+            return "no failed recipient named"
+        parts = [f"{r.address} {r.status or r.action or '?'}" for r in self.recipients[:5]]
+        more = f" (+{len(self.recipients) - 5} more)" if len(self.recipients) > 5 else ""
+        return ", ".join(parts) + more

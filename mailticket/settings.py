@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from mailticket.domain import VerdictKind
 from mailticket.errors import ConfigError
 
 ENV_CONFIG = "MAILTICKET_CONFIG"
@@ -73,6 +74,56 @@ class MailboxSettings:
 class AgentSettings:
     address: str  # lower-cased
     name: str
+    aliases: tuple[str, ...] = ()  # other addresses the agent writes from, lower-cased
+    skills: tuple[str, ...] = ()  # matched against a routing rule's then.tags by "skills" assignment
+
+    def owns(self, address: str) -> bool:
+        return address == self.address or address in self.aliases
+
+
+ASSIGNMENTS = ("none", "round_robin", "least_open", "skills")
+LANGUAGES = ("en", "de")  # the languages every template exists in
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    name: str
+    assignment: str = "none"  # one of ASSIGNMENTS
+    agents: tuple[str, ...] = ()  # agent addresses (primary, lower-cased), in config order
+    language: str = "en"  # one of LANGUAGES
+
+
+@dataclass(frozen=True)
+class RoutingWhen:
+    """Conditions of one routing rule; None / () means "not asked". All that are asked must hold."""
+
+    subject: re.Pattern[str] | None = None
+    body: re.Pattern[str] | None = None
+    sender: re.Pattern[str] | None = None  # searched in the sender's address
+    sender_domain: tuple[str, ...] = ()  # lower-cased domains; a subdomain matches too
+    recipient: re.Pattern[str] | None = None  # searched in each recipient address (with its +extension)
+    headers: tuple[tuple[str, re.Pattern[str]], ...] = ()  # (lower-cased header name, pattern): header.NAME
+    has_attachment: bool | None = None
+    verdict: tuple[str, ...] = ()  # VerdictKind values; any of them
+    known_customer: bool | None = None
+
+
+@dataclass(frozen=True)
+class RoutingThen:
+    queue: str | None = None
+    priority: str | None = None  # low, normal, high, urgent
+    tags: tuple[str, ...] = ()
+    assignee: str | None = None  # an agent's primary address
+    acknowledge: bool | None = None
+    hold: bool = False
+
+
+@dataclass(frozen=True)
+class RoutingSettings:
+    name: str
+    when: RoutingWhen
+    then: RoutingThen
+    stop: bool = False
 
 
 @dataclass(frozen=True)
@@ -200,6 +251,9 @@ class Settings:
     identity: IdentitySettings = field(
         default_factory=lambda: IdentitySettings(None, Path(DEFAULT_STATE_DIR, "secret")))
     machine_replies: str = "attach"  # machine mail that answers a ticket: "attach" to it, or "review_ticket"
+    queues: tuple[QueueSettings, ...] = ()  # [[queues]]; a queue named nowhere here assigns nobody
+    routing: tuple[RoutingSettings, ...] = ()  # [[routing]], in order
+    priority_from_headers: bool = False  # [mail] priority_from_headers
 
     @property
     def is_sqlite(self) -> bool:
@@ -214,9 +268,28 @@ class Settings:
                 return mailbox
         return None
 
-    def is_agent(self, address: str) -> bool:
+    def agent_for(self, address: str) -> AgentSettings | None:
+        """The agent who writes from this address (their own or an alias), or None."""
         address = address.lower()
-        return any(agent.address == address for agent in self.agents)
+        for agent in self.agents:
+            if agent.owns(address):
+                return agent
+        return None
+
+    def is_agent(self, address: str) -> bool:
+        return self.agent_for(address) is not None
+
+    def queue_for(self, name: str) -> QueueSettings | None:
+        for queue in self.queues:
+            if queue.name == name:
+                return queue
+        return None
+
+    @property
+    def queue_names(self) -> tuple[str, ...]:
+        """Every queue a ticket can be in: the [[queues]] tables, then the mailboxes' queues."""
+        names = [q.name for q in self.queues] + [m.queue for m in self.mailboxes]
+        return tuple(dict.fromkeys(names))
 
     @property
     def support_addresses(self) -> frozenset[str]:
@@ -577,24 +650,243 @@ def _mailboxes(r: _Reader, data: Mapping[str, Any], base: Path, env: Mapping[str
     return tuple(result)
 
 
-def _agents(r: _Reader, data: Mapping[str, Any]) -> tuple[AgentSettings, ...]:
+def _label(kind: str, i: int, name: str | None) -> str:
+    """How a problem names one entry of an array of tables: 'routing[0] "billing": ' or 'routing[2]: '."""
+    return f'{kind}[{i}] "{name}": ' if name else f"{kind}[{i}]: "
+
+
+def _words(r: _Reader, table: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+    """A list of non-empty strings (tags, skills): stripped, lower-cased, each once, in order."""
+    value = r.get(table, key, list, [], where,
+                  lambda v: None if all(isinstance(x, str) and x.strip() for x in v)
+                  else "must be a list of non-empty strings")
+    return tuple(dict.fromkeys(str(x).strip().lower() for x in value))
+
+
+def _one_or_more(r: _Reader, table: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+    """A string or a non-empty list of strings, as a tuple (empty if absent or wrong)."""
+    if key not in table:
+        return ()
+    value = table[key]
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and value and all(isinstance(x, str) for x in value):
+        return tuple(value)
+    r.problems.append(f"{where}{key}: must be a string or a non-empty list of strings, not {value!r}")
+    return ()
+
+
+AGENT_KEYS = {"address", "name", "aliases", "skills"}
+
+
+def _agents(r: _Reader, data: Mapping[str, Any], support: frozenset[str]) -> tuple[AgentSettings, ...]:
+    """[[agents]]: every address and alias belongs to one agent and is none of the support mailboxes."""
     raw = data.get("agents", [])
     if not isinstance(raw, list):
         r.problems.append("agents: must be an array of tables ([[agents]])")
         return ()
-    result = []
+    result: list[AgentSettings] = []
+    owners: dict[str, str] = {}  # address or alias -> the label of the agent it was first seen on
     for i, entry in enumerate(raw):
-        where = f"agents[{i}]."
         if not isinstance(entry, dict):
             r.problems.append(f"agents[{i}]: must be a table")
             continue
-        r.unknown(entry, {"address", "name"}, where)
+        named = entry.get("address") if isinstance(entry.get("address"), str) else None
+        where = _label("agents", i, named)
+        r.unknown(entry, AGENT_KEYS, where)
         if "address" not in entry:
             r.problems.append(f"{where}address: required")
             continue
         address = r.get(entry, "address", str, "", where, _address).lower()
+        name = r.get(entry, "name", str, address, where)
+        aliases_value = r.get(entry, "aliases", list, [], where,
+                              lambda v: None if all(isinstance(x, str) for x in v) else "must be a list of addresses")
+        aliases: list[str] = []
+        for alias in aliases_value:
+            if _address(alias):
+                r.problems.append(f"{where}aliases: \"{alias}\" is not an email address")
+            else:
+                aliases.append(alias.lower())
+        skills = _words(r, entry, "skills", where)
+        own = [("address", address)] if address else []
+        for key, value in own + [("aliases", alias) for alias in aliases]:
+            if key == "aliases" and value == address:
+                r.problems.append(f"{where}aliases: {value} is the agent's own address")
+            elif value in support:
+                r.problems.append(f"{where}{key}: {value} is a support mailbox address ([[mailboxes]]), "
+                                  "not an agent's")
+            elif value in owners:
+                r.problems.append(f"agents: address {value} appears twice ({owners[value]}, {where[:-2]})")
+            else:
+                owners[value] = where[:-2]
         if address:
-            result.append(AgentSettings(address, r.get(entry, "name", str, address, where)))
+            result.append(AgentSettings(address, name, tuple(dict.fromkeys(aliases)), skills))
+    return tuple(result)
+
+
+def _agent_addresses(agents: Sequence[AgentSettings]) -> dict[str, str]:
+    """Every address and alias of the agents -> that agent's primary address."""
+    primary: dict[str, str] = {}
+    for agent in agents:
+        for address in (agent.address, *agent.aliases):
+            primary.setdefault(address, agent.address)
+    return primary
+
+
+def _queues(r: _Reader, data: Mapping[str, Any], agents: Sequence[AgentSettings]) -> tuple[QueueSettings, ...]:
+    """[[queues]]: how tickets of a queue are assigned, to whom, and in which language."""
+    raw = data.get("queues", [])
+    if not isinstance(raw, list):
+        r.problems.append("queues: must be an array of tables ([[queues]])")
+        return ()
+    primary = _agent_addresses(agents)
+    result: list[QueueSettings] = []
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, dict):
+            r.problems.append(f"queues[{i}]: must be a table")
+            continue
+        name = r.get(entry, "name", str, "", _label("queues", i, None),
+                     lambda v: None if v.strip() else "must not be empty").strip()
+        where = _label("queues", i, name)
+        if "name" not in entry:
+            r.problems.append(f"{where}name: required")
+        r.unknown(entry, {"name", "assignment", "agents", "language"}, where)
+        assignment = r.get(entry, "assignment", str, "none", where,
+                           lambda v: None if v in ASSIGNMENTS else f"{v!r}: one of {', '.join(ASSIGNMENTS)}")
+        language = r.get(entry, "language", str, "en", where,
+                         lambda v: None if v in LANGUAGES else f"{v!r}: one of {', '.join(LANGUAGES)}")
+        members = r.get(entry, "agents", list, [], where,
+                        lambda v: None if all(isinstance(x, str) for x in v) else "must be a list of agent addresses")
+        addresses: list[str] = []
+        for member in members:
+            if member.lower() in primary:
+                addresses.append(primary[member.lower()])
+            else:
+                r.problems.append(f"{where}agents: \"{member}\" is not a configured agent "
+                                  "([[agents]] address or alias)")
+        if name:
+            result.append(QueueSettings(name, assignment, tuple(dict.fromkeys(addresses)), language))
+    seen: set[str] = set()
+    for queue in result:
+        if queue.name in seen:
+            r.problems.append(f'queues: name "{queue.name}" appears twice')
+        seen.add(queue.name)
+    return tuple(result)
+
+
+PRIORITIES = ("low", "normal", "high", "urgent")
+ROUTING_KEYS = {"name", "when", "then", "stop"}
+WHEN_KEYS = {"subject", "body", "sender", "sender_domain", "recipient", "header", "has_attachment", "verdict",
+             "known_customer"}
+THEN_KEYS = {"queue", "priority", "tags", "assignee", "acknowledge", "hold"}
+_HEADER_NAME_RE = re.compile(r"[A-Za-z0-9-]+")
+_DOMAIN_RE = re.compile(r"[^\s@.]+(\.[^\s@.]+)*")
+
+
+def _pattern(r: _Reader, table: Mapping[str, Any], key: str, where: str) -> re.Pattern[str] | None:
+    """A regular expression (for re.search), compiled now so a bad one fails at load."""
+    value = r.get(table, key, str, None, where)
+    if value is None:
+        return None
+    try:
+        return re.compile(value)
+    except re.error as exc:
+        r.problems.append(f"{where}{key}: not a valid regular expression: {exc}")
+        return None
+
+
+def _when(r: _Reader, table: Mapping[str, Any], where: str) -> RoutingWhen:
+    r.unknown(table, WHEN_KEYS, where)
+    subject, body, sender, recipient = (_pattern(r, table, key, where)
+                                        for key in ("subject", "body", "sender", "recipient"))
+    domains = tuple(dict.fromkeys(d.strip().lower() for d in _one_or_more(r, table, "sender_domain", where)))
+    for domain in domains:
+        if not _DOMAIN_RE.fullmatch(domain):
+            r.problems.append(f"{where}sender_domain: \"{domain}\" is not a domain name (e.g. \"example.org\")")
+    kinds = [k.value for k in VerdictKind]
+    verdicts = tuple(dict.fromkeys(_one_or_more(r, table, "verdict", where)))
+    for verdict in verdicts:
+        if verdict not in kinds:
+            r.problems.append(f"{where}verdict: unknown verdict \"{verdict}\" (one of {', '.join(kinds)})")
+    headers: dict[str, re.Pattern[str]] = {}
+    header_table = r.table(table, "header", where)
+    for header in header_table:
+        if not _HEADER_NAME_RE.fullmatch(header):
+            r.problems.append(f"{where}header.{header}: not a header name (letters, digits and '-' only)")
+            continue
+        pattern = _pattern(r, header_table, header, f"{where}header.")
+        if header.lower() in headers:
+            r.problems.append(f"{where}header.{header}: header {header.lower()} appears twice")
+        elif pattern is not None:
+            headers[header.lower()] = pattern
+    return RoutingWhen(
+        subject=subject,
+        body=body,
+        sender=sender,
+        sender_domain=domains,
+        recipient=recipient,
+        headers=tuple(headers.items()),
+        has_attachment=r.get(table, "has_attachment", bool, None, where),
+        verdict=verdicts,
+        known_customer=r.get(table, "known_customer", bool, None, where),
+    )
+
+
+def _then(r: _Reader, table: Mapping[str, Any], where: str, queue_names: Sequence[str],
+          primary: Mapping[str, str]) -> RoutingThen:
+    r.unknown(table, THEN_KEYS, where)
+    queue = r.get(table, "queue", str, None, where,
+                  lambda v: None if v in queue_names
+                  else f"unknown queue \"{v}\" (queues: {', '.join(queue_names)})")
+    priority = r.get(table, "priority", str, None, where,
+                     lambda v: None if v in PRIORITIES
+                     else f"unknown priority \"{v}\" (one of {', '.join(PRIORITIES)})")
+    assignee = r.get(table, "assignee", str, None, where,
+                     lambda v: None if v.lower() in primary
+                     else f"\"{v}\" is not a configured agent ([[agents]] address or alias)")
+    return RoutingThen(
+        queue=queue,
+        priority=priority,
+        tags=_words(r, table, "tags", where),
+        assignee=primary[assignee.lower()] if assignee is not None else None,
+        acknowledge=r.get(table, "acknowledge", bool, None, where),
+        hold=r.get(table, "hold", bool, False, where),
+    )
+
+
+def _routing(r: _Reader, data: Mapping[str, Any], queue_names: Sequence[str],
+             agents: Sequence[AgentSettings]) -> tuple[RoutingSettings, ...]:
+    """[[routing]], in order: each rule's when (all asked conditions hold) and then (what it does)."""
+    raw = data.get("routing", [])
+    if not isinstance(raw, list):
+        r.problems.append("routing: must be an array of tables ([[routing]])")
+        return ()
+    primary = _agent_addresses(agents)
+    result: list[RoutingSettings] = []
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, dict):
+            r.problems.append(f"routing[{i}]: must be a table")
+            continue
+        name = r.get(entry, "name", str, "", _label("routing", i, None),
+                     lambda v: None if v.strip() else "must not be empty").strip()
+        where = _label("routing", i, name)
+        if "name" not in entry:
+            r.problems.append(f"{where}name: required")
+        r.unknown(entry, ROUTING_KEYS, where)
+        when = _when(r, r.table(entry, "when", where), f"{where}when.")
+        then_table = r.table(entry, "then", where)
+        then = _then(r, then_table, f"{where}then.", queue_names, primary)
+        stop = r.get(entry, "stop", bool, False, where)
+        if not then_table and not stop and isinstance(entry.get("then", {}), dict):
+            r.problems.append(f"{where}does nothing: give then.queue, then.priority, then.tags, then.assignee, "
+                              "then.acknowledge or then.hold, or stop = true")
+        if name:
+            result.append(RoutingSettings(name, when, then, stop))
+    seen: set[str] = set()
+    for rule in result:
+        if rule.name in seen:
+            r.problems.append(f'routing: name "{rule.name}" appears twice')
+        seen.add(rule.name)
     return tuple(result)
 
 
@@ -652,21 +944,25 @@ def _smtp(r: _Reader, data: Mapping[str, Any], base: Path) -> SmtpListenSettings
 def _build(data: Mapping[str, Any], source: str, base: Path, env: Mapping[str, str], embedded: bool) -> Settings:
     r = _Reader()
     r.unknown(data, {"database", "mailboxes", "agents", "outbound", "smtp", "mail", "templates", "log", "limits",
-                     "identity", "paths"}, "")
+                     "identity", "paths", "queues", "routing"}, "")
     state_dir = _state_dir(r, data, base, env)
     database_url = _database(r, data, state_dir, env)
     auto_upgrade_default = embedded
     auto_upgrade = r.get(r.table(data, "database"), "auto_upgrade", bool, auto_upgrade_default, "database.")
     mailboxes = _mailboxes(r, data, base, env)
-    agents = _agents(r, data)
+    agents = _agents(r, data, frozenset(m.address for m in mailboxes))
+    queues = _queues(r, data, agents)
+    queue_names = tuple(dict.fromkeys([q.name for q in queues] + [m.queue for m in mailboxes]))  # as Settings
+    routing = _routing(r, data, queue_names, agents)
     first = mailboxes[0] if mailboxes else MailboxSettings(DEFAULT_ADDRESS, "Support", "support")
     outbound = _outbound(r, data, state_dir, env, f"{first.name} <{first.address}>")
 
     smtp = _smtp(r, data, base)
 
     mail = r.table(data, "mail")
-    r.unknown(mail, {"message_id_domain", "subject_tag_prefix", "loop_token", "acknowledge_new", "machine_replies"},
-              "mail.")
+    r.unknown(mail, {"message_id_domain", "subject_tag_prefix", "loop_token", "acknowledge_new", "machine_replies",
+                     "priority_from_headers"}, "mail.")
+    priority_from_headers = r.get(mail, "priority_from_headers", bool, False, "mail.")
     machine_replies = r.get(mail, "machine_replies", str, "attach", "mail.",
                             lambda v: None if v in ("attach", "review_ticket") else '"attach" or "review_ticket"')
     limits = _limits(r, data)
@@ -714,4 +1010,7 @@ def _build(data: Mapping[str, Any], source: str, base: Path, env: Mapping[str, s
         machine_replies=machine_replies,
         log_level=level.lower(),
         auto_upgrade=auto_upgrade,
+        queues=queues,
+        routing=routing,
+        priority_from_headers=priority_from_headers,
     )

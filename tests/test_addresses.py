@@ -12,7 +12,7 @@ import pytest
 
 from mailticket.domain import Address
 from mailticket.ingest.addresses import MAX_HEADER_CHARS, AddressField, parse_addresses, parse_mailbox
-from mailticket.ingest.decode import unsurrogate
+from mailticket.text import unsurrogate
 
 # -- From / Sender: exactly one mailbox -----------------------------------------------------
 

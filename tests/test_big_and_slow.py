@@ -23,11 +23,11 @@ from mailticket.domain import Direction, Envelope, ParsedMail, RawState
 from mailticket.errors import BudgetExceeded
 from mailticket.ingest import parse as parse_module
 from mailticket.ingest.budget import run_with_budget
-from mailticket.ingest.decode import MAX_HEADER_CHARS
 from mailticket.ingest.parse import MAX_HEADER_BYTES, parse
 from mailticket.ingest.pipeline import Pipeline
 from mailticket.settings import Settings
 from mailticket.store.models import AttachmentRow, Blob, Message, RawMessage, Ticket
+from mailticket.text import MAX_HEADER_CHARS
 from tests.conftest import count, ingest, mail
 from tests.test_smtp import Running, serve_smtp
 

@@ -18,8 +18,7 @@ from sqlalchemy import func, select
 
 from mailticket.app import App
 from mailticket.domain import RawState
-from mailticket.ingest.rawmail import header_message_id
-from mailticket.schedule.service import Service
+from mailticket.rawmail import header_message_id
 from mailticket.settings import load
 from mailticket.sources import status
 from mailticket.sources.imap import ImapPoller
@@ -75,7 +74,8 @@ def imap_config(write_config: Callable[..., Path], dovecot: Dovecot, tmp_path: P
 @pytest.fixture
 def imap_app(make_app: Callable[..., App], imap_config: Callable[..., Path]) -> Callable[..., App]:
     def build(**overrides: Any) -> App:
-        return make_app(settings_override=load(imap_config(**overrides)))
+        app_options = {k: overrides.pop(k) for k in ("inbox_interval", "imap_options") if k in overrides}
+        return make_app(settings_override=load(imap_config(**overrides)), **app_options)
 
     return build
 
@@ -398,13 +398,12 @@ def test_reconnects_after_dovecot_restart_and_picks_up_what_arrived(
 def test_serve_same_message_by_smtp_and_imap_makes_one_ticket(
     imap_app: Callable[..., App], dovecot: Dovecot
 ) -> None:
-    app = imap_app()
-    service = Service(app, inbox_interval=0.5, imap_options={"backoff_base": 0.2, "backoff_max": 1.0})
-    service.start()
+    app = imap_app(inbox_interval=0.5, imap_options={"backoff_base": 0.2, "backoff_max": 1.0})
+    app.start()
     try:
         raw = mail(message_id="both@customer.example", to=HELP)
-        assert service.listener is not None
-        _listener, (host, port, *_rest) = service.listener.addresses[0]
+        assert app.listener is not None
+        _listener, (host, port, *_rest) = app.listener.addresses[0]
         with smtplib.SMTP(host, port, timeout=10) as client:
             client.sendmail("alice@customer.example", [HELP], raw)
         dovecot.append("INBOX", raw)
@@ -414,7 +413,7 @@ def test_serve_same_message_by_smtp_and_imap_makes_one_ticket(
         with app.db.transaction() as s:
             assert s.execute(select(RawMessage.source)).scalar_one() == "smtp"
     finally:
-        service.stop(5)
+        app.stop(5)
 
 
 def test_one_failing_mailbox_does_not_stop_another(
@@ -428,9 +427,8 @@ def test_one_failing_mailbox_does_not_stop_another(
     config = write_config(extra=(
         "[mailboxes.imap]\n" + good + "\n[[mailboxes]]\naddress = \"broken@example.com\"\n[mailboxes.imap]\n" + bad
     ))
-    app = make_app(settings_override=load(config))
-    service = Service(app, imap_options={"backoff_base": 0.2, "backoff_max": 1.0})
-    service.start()
+    app = make_app(settings_override=load(config), imap_options={"backoff_base": 0.2, "backoff_max": 1.0})
+    app.start()
     try:
         dovecot.append("INBOX", mail(message_id="still-works@customer.example"))
         wait_until(lambda: count(app, Ticket) == 1, 10, "the working mailbox's ticket")
@@ -440,7 +438,7 @@ def test_one_failing_mailbox_does_not_stop_another(
             assert broken is not None and broken.state in (status.ERROR, status.CONNECTING)
             assert broken.last_error and "Connection refused" in broken.last_error and broken.last_success_at is None
     finally:
-        service.stop(5)
+        app.stop(5)
 
 
 def test_poll_once_and_status_for_admins(imap_config: Callable[..., Path], dovecot: Dovecot) -> None:

@@ -236,11 +236,15 @@ def test_explain_shows_the_decision_path(write_config: Callable[..., Path]) -> N
                                     headers={"Auto-Submitted": "auto-replied"})).returncode == 0
     human = json.loads(run("explain", "<why@customer.example>", "--json").stdout)
     assert (human["verdict"], human["ticket"], human["received"]["source"]) == ("human", 1, "pipe")
-    assert [s["kind"] for s in human["steps"]] == ["classified", "new_ticket", "queued"]
+    assert [s["kind"] for s in human["steps"] if s["kind"] != "rule"] == ["classified", "new_ticket", "queued"]
+    assert [r["rule"] for r in human["rules"]] == ["queue_assignment", "acknowledge_new"]
     assert human["mails"][0]["kind"] == "ack_new" and human["mails"][0]["to"] == ALICE
+    assert human["mails"][0]["rule"] == "acknowledge_new"  # the mail names the rule that caused it
     machine = json.loads(run("explain", "ooo@customer.example", "--json").stdout)
     assert machine["verdict"] == "auto_reply" and "Auto-Submitted: auto-replied" in machine["verdict_reason"]
-    assert any(s["kind"] == "suppressed" and "never answer a machine" in s["detail"] for s in machine["steps"])
+    assert any(s["kind"] == "suppressed" and "never answer a machine" in s["detail"] and s["rule"] == "machine_mail"
+               for s in machine["steps"])
+    assert [r["rule"] for r in machine["rules"]] == ["machine_mail"]
     assert machine["mails"] == []
     table = run("explain", "ooo@customer.example")
     assert table.returncode == 0 and b"verdict: auto_reply" in table.stdout

@@ -298,10 +298,11 @@ def test_tickets_show_names_the_unknown_sender_and_the_link(settings: Settings) 
 
 
 def test_explain_names_the_other_message_that_reused_the_id(app: App) -> None:
-    from mailticket.explain import explain
+    from mailticket.store.readmodel import explain
 
     ingest(app, mail(sender="ann@one.example", body="first\n", message_id=WEBFORM_ID))
     second, _ = ingest(app, mail(sender="bob@two.example", body="second\n", message_id=WEBFORM_ID))
-    report = explain(app, WEBFORM_ID)
+    with app.db.transaction() as session:
+        report = explain(session, WEBFORM_ID)
     assert report is not None
     assert [o["ticket"] for o in report["same_message_id"]] == [second]

@@ -18,9 +18,9 @@ from mailticket.clock import FrozenClock
 from mailticket.domain import Envelope
 from mailticket.outbox.sender import FlushResult
 from mailticket.outbox.transport import Transport, make_transport
-from mailticket.report import status_report
 from mailticket.schedule.heartbeat import Heartbeat, describe
 from mailticket.settings import Settings, load
+from mailticket.store import readmodel
 from tests.conftest import as_json, mail, run_cli
 from tests.test_outbound import Sink, sink
 
@@ -28,6 +28,11 @@ __all__ = ["sink"]  # the aiosmtpd sink fixture, shared with test_outbound
 
 DEADLINE = 120.0  # seconds a wait may take before the test fails; never a timing assertion
 
+
+
+def status_report(app: App) -> dict[str, Any]:
+    with app.db.transaction() as session:
+        return readmodel.status_report(session, app.settings, app.clock.now())
 
 def start_serve(config: Path) -> subprocess.Popen[bytes]:
     """`serve` as a subprocess (its log in serve.log beside the config), once its listener answers."""

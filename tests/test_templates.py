@@ -159,7 +159,7 @@ def test_a_render_failure_at_run_time_keeps_the_ticket_and_fails_the_mail(
 
 
 def test_an_injected_render_failure_is_recorded_the_same_way(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(name: str, context: object) -> tuple[str, str]:
+    def broken(name: str, context: object, language: str = "en") -> tuple[str, str]:
         raise RenderError(f"templates: {name}.html.j2 line 2: 'dict object' has no attribute 'x'")
 
     monkeypatch.setattr(app.renderer, "render", broken)
@@ -177,3 +177,35 @@ def test_run_time_errors_name_the_file_and_line(template_dir: Path) -> None:
     with pytest.raises(RenderError) as caught:
         Renderer(template_dir).render("ack_new", sample_contexts()[0])
     assert str(caught.value) == f"templates: {template_dir / 'ack_new.html.j2'} line 3: 'custmer' is undefined"
+
+
+# -- languages ----------------------------------------------------------------
+
+def test_every_shipped_template_exists_in_english_and_german() -> None:
+    shipped = {p.name for p in _default_dir().glob("*.j2")}
+    for kind in TEMPLATES:
+        for suffix in ("txt", "html"):
+            assert f"{kind}.{suffix}.j2" in shipped
+            assert f"{kind}.de.{suffix}.j2" in shipped, f"{kind} has no German {suffix} template"
+
+
+def test_a_queue_in_german_acknowledges_in_german(make_app: Callable[..., App],
+                                                  write_config: Callable[..., Path]) -> None:
+    config = write_config(extra='[[queues]]\nname = "support"\nlanguage = "de"\n')
+    app = make_app(settings_override=load(config))
+    ingest(app, mail(subject="Drucker brennt"))
+    with app.db.transaction() as session:
+        row = session.execute(select(OutboxRow).where(OutboxRow.kind == "ack_new")).scalar_one()
+    import email
+
+    parsed = email.message_from_bytes(row.content)
+    text = next(p for p in parsed.walk() if p.get_content_type() == "text/plain").get_payload(decode=True)
+    assert "vielen Dank" in text.decode("utf-8") and "Drucker brennt" in text.decode("utf-8")
+
+
+def test_a_language_without_its_own_file_falls_back_to_english(template_dir: Path) -> None:
+    context = sample_contexts()[0]
+    text, _html = Renderer(template_dir).render("ack_new", context, "fr")
+    assert text.startswith("Hello")
+    text, _html = Renderer(template_dir).render("ack_new", context, "de")
+    assert text.startswith("Guten Tag")

@@ -44,7 +44,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from mailticket.domain import Address
-from mailticket.ingest.decode import MAX_HEADER_CHARS, clean_line, decode_header_value, unsurrogate
+from mailticket.text import MAX_HEADER_CHARS, clean_line, decode_header_value, unsurrogate
 
 __all__ = ["MAX_HEADER_CHARS", "AddressField", "parse_addresses", "parse_mailbox"]
 

@@ -14,9 +14,8 @@ from __future__ import annotations
 import email
 import email.policy
 import re
-from dataclasses import dataclass
 
-from mailticket.domain import ParsedMail
+from mailticket.domain import BounceReport, FailedRecipient, ParsedMail
 
 # Parts that carry the returned message, or its headers.
 RETURNED_TYPES = frozenset({"message/rfc822", "text/rfc822-headers", "message/rfc822-headers"})
@@ -38,49 +37,6 @@ FAILURE_TEXT = re.compile(
     r"i'm sorry to have to inform you|i'm afraid i wasn't able to deliver)",
     re.I,
 )
-
-
-@dataclass(frozen=True)
-class FailedRecipient:
-    address: str  # lower-cased
-    action: str  # "failed", "delayed", ... ("" when the report does not say)
-    status: str  # RFC 3463 "5.1.1", or "" when unknown
-    diagnostic: str  # the remote server's words, bounded
-
-    @property
-    def failed(self) -> bool:
-        """The mail was not delivered and will not be (RFC 3464 ``Action: failed``, or a 5.x.x status)."""
-        return self.action == "failed" or self.status.startswith("5")
-
-    @property
-    def permanent(self) -> bool:
-        """The address itself is bad: a 5.x.x status (``failed`` with 4.x.x is e.g. a retry timeout)."""
-        if self.status:
-            return self.status.startswith("5")
-        return self.action == "failed"
-
-
-@dataclass(frozen=True)
-class BounceReport:
-    recipients: tuple[FailedRecipient, ...]
-    original_message_id: str  # without angle brackets; "" when the report does not quote it
-    standard: bool  # an RFC 3464 message/delivery-status part was found
-
-    @property
-    def permanent(self) -> bool:
-        return any(r.permanent for r in self.recipients)
-
-    @property
-    def transient(self) -> bool:
-        """Only delays and temporary trouble: the mail may still arrive (a warning, not a bounce)."""
-        return bool(self.recipients) and not any(r.failed for r in self.recipients)
-
-    def describe(self) -> str:
-        if not self.recipients:
-            return "no failed recipient named"
-        parts = [f"{r.address} {r.status or r.action or '?'}" for r in self.recipients[:5]]
-        more = f" (+{len(self.recipients) - 5} more)" if len(self.recipients) > 5 else ""
-        return ", ".join(parts) + more
 
 
 def _fields(block: bytes) -> dict[str, str]:

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from mailticket.clock import Clock
 from mailticket.domain import Envelope, RawState
 from mailticket.errors import TemporaryError
-from mailticket.ingest.rawmail import dedupe_key, identify, sha256_hex
+from mailticket.rawmail import dedupe_key, identify, sha256_hex
 from mailticket.store.db import Database
 from mailticket.store.models import RawMessage
 

@@ -37,7 +37,9 @@ import mailparser
 
 from mailticket.domain import Attachment, ParsedMail
 from mailticket.ingest.addresses import parse_addresses, parse_mailbox
-from mailticket.ingest.decode import (
+from mailticket.ingest.htmltext import html_to_text
+from mailticket.rawmail import head_end, strip_leading_blank_lines
+from mailticket.text import (
     clean_line,
     decode_bytes,
     decode_header_value,
@@ -46,8 +48,6 @@ from mailticket.ingest.decode import (
     parse_date,
     unsurrogate,
 )
-from mailticket.ingest.htmltext import html_to_text
-from mailticket.ingest.rawmail import head_end, strip_leading_blank_lines
 
 # Above this the stdlib builds the tree (the same tree mail-parser returns, at half the time).
 MAILPARSER_MAX_BYTES = 8 * 1024 * 1024

@@ -20,17 +20,29 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from mailticket.clock import Clock
-from mailticket.domain import Address, Direction, Envelope, ParsedMail, RawState, Role, TicketStatus, Verdict
+from mailticket.domain import (
+    Address,
+    BounceReport,
+    Direction,
+    Envelope,
+    ParsedMail,
+    RawState,
+    Role,
+    SubjectTag,
+    TicketStatus,
+    Verdict,
+)
 from mailticket.errors import TemporaryError
 from mailticket.ingest.bounces import parse_bounce
 from mailticket.ingest.budget import run_with_budget
 from mailticket.ingest.classify import Identity, classify
 from mailticket.ingest.parse import parse
 from mailticket.ingest.replies import visible_text
-from mailticket.ingest.threads import SubjectTag, ThreadMatch, find_thread
+from mailticket.ingest.threads import ThreadMatch, find_thread
 from mailticket.marks import MessageIdSigner
-from mailticket.rules import Rules
 from mailticket.rules.bounces import record_bounce
+from mailticket.rules.engine import Engine
+from mailticket.rules.facts import Facts
 from mailticket.settings import MailboxSettings, Settings
 from mailticket.store import repo
 from mailticket.store.db import Database
@@ -55,8 +67,24 @@ class Outcome:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class _Recognized:
+    sender: Address
+    is_agent: bool
+    verdict: Verdict
+    bounce: BounceReport | None
+    match: ThreadMatch
+
+
+@dataclass(frozen=True)
+class Preview:
+    mail: ParsedMail
+    facts: Facts
+    thread: ThreadMatch
+
+
 class Pipeline:
-    def __init__(self, db: Database, settings: Settings, clock: Clock, rules: Rules,
+    def __init__(self, db: Database, settings: Settings, clock: Clock, rules: Engine,
                  signer: MessageIdSigner, *, parse_fn: Callable[[bytes], ParsedMail] = parse,
                  parse_budget: float | None = PARSE_BUDGET_SECONDS) -> None:
         self._parse_fn = parse_fn
@@ -145,11 +173,9 @@ class Pipeline:
         repo.add_event(session, now, "quarantined", error, raw_id=row.id, message_id=row.message_id)
         return Outcome(row.id, row.message_id, RawState.QUARANTINED, None, "quarantined", "", error)
 
-    def _handle(self, session: Session, row: RawMessage, mail: ParsedMail,
-                shared: list[tuple[int, int | None]]) -> Outcome:
-        now = self._clock.now()
-        envelope = Envelope(row.source, row.mail_from, tuple(row.recipients), row.peer)
-        sender = _sender(mail, row.mail_from)
+    def _recognize(self, session: Session, mail: ParsedMail, envelope: Envelope) -> _Recognized:
+        """Who sent it, what it is, which ticket it belongs to (reads only)."""
+        sender = _sender(mail, envelope.mail_from)
         is_agent = self._settings.is_agent(sender.email)
         verdict = classify(mail, envelope, self._identity)
         bounce = parse_bounce(mail, set(self._settings.support_addresses)) if verdict.kind == "bounce" else None
@@ -159,6 +185,32 @@ class Pipeline:
         if match.ticket_number is not None and not verdict.is_human and review:
             match = ThreadMatch(None, f"{match.reason}; {verdict.kind} mail goes to a new ticket for review "
                                       "(mail.machine_replies = review_ticket)")
+        return _Recognized(sender, is_agent, verdict, bounce, match)
+
+    def preview(self, raw: bytes, envelope: Envelope) -> Preview:
+        """What processing would see in this message, storing nothing (`mailticket rules test`)."""
+        parsed = self._safe_parse(raw)
+        if isinstance(parsed, BaseException):
+            raise parsed
+        with self._db.transaction() as session:
+            seen = self._recognize(session, parsed, envelope)
+            number = seen.match.ticket_number
+            ticket = session.get(Ticket, number) if number is not None else None
+            where: tuple[int | None, TicketStatus, str, str]
+            if ticket is not None:
+                where = (ticket.number, TicketStatus(ticket.status), ticket.mailbox, ticket.queue)
+            else:
+                mailbox = self._mailbox(parsed, envelope)
+                where = (None, TicketStatus.NEW, mailbox.address, mailbox.queue)
+            facts = self._facts(session, parsed, seen, envelope, *where)
+        return Preview(parsed, facts, seen.match)
+
+    def _handle(self, session: Session, row: RawMessage, mail: ParsedMail,
+                shared: list[tuple[int, int | None]]) -> Outcome:
+        now = self._clock.now()
+        envelope = Envelope(row.source, row.mail_from, tuple(row.recipients), row.peer)
+        seen = self._recognize(session, mail, envelope)
+        sender, is_agent, verdict, bounce, match = seen.sender, seen.is_agent, seen.verdict, seen.bounce, seen.match
         message_id = mail.message_id or f"sha256:{row.sha256}"
 
         created = match.ticket_number is None
@@ -181,14 +233,44 @@ class Pipeline:
             self._link(session, ticket, match.linked_to, sender, message_id, now)
         if bounce is not None:
             record_bounce(session, bounce, ticket.number, message_id, now, self._settings.limits.bounce_suppress_days)
-        self._rules.apply(session, ticket=ticket, message=message, mail=mail, sender=sender,
-                          verdict=verdict, created=created, is_agent=is_agent, now=now, source=row.source)
+        facts = self._facts(session, mail, seen, envelope, ticket.number if not created else None,
+                            TicketStatus(ticket.status), ticket.mailbox, ticket.queue, ticket_number=ticket.number)
+        self._rules.apply(session, ticket=ticket, message=message, facts=facts, raw_id=row.id, now=now)
         row.state = RawState.DONE
         row.processed_at = now
         row.ticket_number = ticket.number
         row.error = None
         return Outcome(row.id, message_id, RawState.DONE, ticket.number,
                        "new_ticket" if created else "joined", str(verdict.kind))
+
+    def _facts(self, session: Session, mail: ParsedMail, seen: _Recognized, envelope: Envelope,
+               joined: int | None, status: TicketStatus, mailbox: str, queue: str,
+               ticket_number: int | None = None) -> Facts:
+        """What the rules may look at: ``joined`` is the existing ticket the message joins (None: a new one),
+        ``ticket_number`` the ticket it is stored on (excluded from "known customer")."""
+        sender = seen.sender
+        recipients = [*envelope.recipients, *(a.email for a in mail.to), *(a.email for a in mail.cc)]
+        known = False
+        if sender.email:
+            query = select(Participant.id).where(Participant.email == sender.email)
+            if ticket_number is not None:
+                query = query.where(Participant.ticket_number != ticket_number)
+            known = session.execute(query.limit(1)).first() is not None
+        return Facts(
+            mail=mail,
+            verdict=seen.verdict,
+            sender=sender,
+            created=joined is None,
+            status=status,
+            sender_is_agent=seen.is_agent,
+            sender_is_support=bool(sender.email) and self._settings.mailbox_for(sender.email) is not None,
+            imported=envelope.source == "import",
+            recipients=tuple(dict.fromkeys(r.lower() for r in recipients if r)),
+            known_customer=known,
+            mailbox=mailbox,
+            queue=queue,
+            acknowledge_new=self._settings.acknowledge_new,
+        )
 
     def _mailbox(self, mail: ParsedMail, envelope: Envelope) -> MailboxSettings:
         candidates = [*envelope.recipients, *(a.email for a in mail.to), *(a.email for a in mail.cc)]
@@ -204,6 +286,7 @@ class Pipeline:
             subject=self._tag.strip(mail.subject) or "(no subject)",
             status=TicketStatus.NEW,
             priority="normal",
+            tags=[],
             queue=mailbox.queue,
             mailbox=mailbox.address,
             requester=sender.email,

@@ -21,48 +21,14 @@ Nobody becomes a participant here: references only decide the ticket.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailticket.domain import Direction, ParsedMail, TicketStatus
+from mailticket.domain import Direction, ParsedMail, SubjectTag, TicketStatus
 from mailticket.marks import MessageIdSigner
 from mailticket.store.models import Message, Participant, Ticket
-
-_REPLY_PREFIX = re.compile(
-    r"^\s*((re|fwd?|aw|wg|sv|vs|antw|antwort|tr|rv|rif|odp|vl|ynt|res|enc)\s*(\[\d+\]|\(\d+\))?\s*[:：]\s*)+",
-    re.I,
-)
-
-
-@dataclass(frozen=True)
-class SubjectTag:
-    """The ticket tag in subjects: ``[#42]`` or, with a prefix, ``[Support #42]``."""
-
-    prefix: str = ""
-
-    @property
-    def pattern(self) -> re.Pattern[str]:
-        prefix = re.escape(self.prefix) + r"\s*" if self.prefix else ""
-        return re.compile(r"\[" + prefix + r"#(\d{1,12})\]", re.I)
-
-    def format(self, number: int) -> str:
-        return f"[{self.prefix} #{number}]" if self.prefix else f"[#{number}]"
-
-    def find(self, subject: str) -> int | None:
-        match = self.pattern.search(subject)
-        return int(match.group(1)) if match else None
-
-    def strip(self, subject: str) -> str:
-        """The subject without reply prefixes and without our tag."""
-        previous = None
-        while previous != subject:
-            previous = subject
-            subject = _REPLY_PREFIX.sub("", subject)
-            subject = self.pattern.sub("", subject).strip()
-        return re.sub(r"\s+", " ", subject).strip()
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from email.policy import compat32
 from email.utils import format_datetime, formataddr
 
 from mailticket.domain import Address
-from mailticket.ingest.decode import clean_line
 from mailticket.marks import LOOP_HEADER
+from mailticket.text import clean_line
 
 MAX_REFERENCES = 20
 _UNFOLDED = compat32.clone(max_line_length=0)

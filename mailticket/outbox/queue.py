@@ -19,21 +19,38 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from mailticket.domain import Address, Direction, OutboxState, Role
-from mailticket.ingest.decode import clean_line
+from mailticket.domain import Address, Direction, OutboxState, Role, SubjectTag
 from mailticket.marks import MessageIdSigner
 from mailticket.outbox.compose import Composed, compose
-from mailticket.outbox.render import Renderer, RenderError
+from mailticket.outbox.render import Renderer, RenderError, mail_context
+from mailticket.settings import Settings
 from mailticket.store.models import Message, OutboxRow, Ticket
+from mailticket.text import clean_line
 
 log = logging.getLogger(__name__)
 
 
 class OutboxWriter:
-    def __init__(self, renderer: Renderer, signer: MessageIdSigner, loop_token: str) -> None:
+    def __init__(self, renderer: Renderer, signer: MessageIdSigner, settings: Settings) -> None:
         self._renderer = renderer
         self._signer = signer
-        self._loop_token = loop_token
+        self._settings = settings
+        self._loop_token = settings.loop_token
+        self._tag = SubjectTag(settings.subject_tag_prefix)
+
+    def ticket_mail(self, session: Session, *, kind: str, ticket: Ticket, recipient: Address,
+                    answering: Message | None, caused_by: int | None, now: dt.datetime) -> OutboxRow:
+        """A templated mail about a ticket, from the ticket's support mailbox: subject, tag and context
+        are made here, the one place that knows them. ValueError for an address no header can carry."""
+        mailbox = self._settings.mailbox_for(ticket.mailbox) or self._settings.mailboxes[0]
+        sender = Address(mailbox.name, mailbox.address)
+        tag = self._tag.format(ticket.number)
+        context = mail_context(ticket_number=ticket.number, ticket_subject=ticket.subject, tag=tag,
+                               status=ticket.status, customer=recipient, mailbox=sender)
+        queue = self._settings.queue_for(ticket.queue)
+        return self.queue(session, kind=kind, ticket=ticket, sender=sender, recipient=recipient,
+                          subject=f"{tag} {ticket.subject}", context=context, answering=answering,
+                          caused_by=caused_by, now=now, language=queue.language if queue else "en")
 
     def queue(
         self,
@@ -47,13 +64,15 @@ class OutboxWriter:
         context: dict[str, Any],
         answering: Message | None,
         now: dt.datetime,
+        caused_by: int | None = None,
+        language: str = "en",
     ) -> OutboxRow:
         """The queued row; a row in state 'failed' (``last_error`` says why) when the templates fail."""
         try:
-            text, html = self._renderer.render(kind, context)
+            text, html = self._renderer.render(kind, context, language)
         except RenderError as exc:
             return self._failed(session, kind=kind, ticket=ticket, recipient=recipient, subject=subject,
-                                error=str(exc), now=now)
+                                error=str(exc), now=now, caused_by=caused_by)
         composed: Composed = compose(
             sender=sender,
             recipient=recipient,
@@ -77,6 +96,7 @@ class OutboxWriter:
             attempts=0,
             next_attempt_at=now,
             created_at=now,
+            caused_by=caused_by,
         )
         session.add(row)
         session.add(
@@ -104,7 +124,7 @@ class OutboxWriter:
         return row
 
     def _failed(self, session: Session, *, kind: str, ticket: Ticket, recipient: Address, subject: str,
-                error: str, now: dt.datetime) -> OutboxRow:
+                error: str, now: dt.datetime, caused_by: int | None) -> OutboxRow:
         row = OutboxRow(
             ticket_number=ticket.number,
             kind=kind,
@@ -117,6 +137,7 @@ class OutboxWriter:
             next_attempt_at=now,
             last_error=error,
             created_at=now,
+            caused_by=caused_by,
         )
         session.add(row)
         log.error("ticket #%d: %s to %s not sent, rendering failed: %s", ticket.number, kind, recipient.email,

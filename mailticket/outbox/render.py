@@ -37,6 +37,7 @@ from mailticket.domain import Address
 from mailticket.errors import ConfigError, MailticketError
 
 SUFFIXES = ("txt", "html")  # every kind has both; render() returns them in this order
+DEFAULT_LANGUAGE = "en"  # name.txt.j2; other languages are name.<lang>.txt.j2 (each shipped template has "de")
 
 
 def _default_dir() -> Path:
@@ -124,10 +125,21 @@ class Renderer:
         except Exception as exc:  # any failure inside a template is the template's, named as such
             raise RenderError(describe(filename, exc, template.filename if template else None)) from exc
 
-    def render(self, name: str, context: dict[str, Any]) -> tuple[str, str]:
-        """(text, html) for template ``name``: ``name.txt.j2`` and ``name.html.j2``; RenderError on failure."""
-        text, html = (self._render_file(f"{name}.{suffix}.j2", context) for suffix in SUFFIXES)
+    def render(self, name: str, context: dict[str, Any], language: str = DEFAULT_LANGUAGE) -> tuple[str, str]:
+        """(text, html) for template ``name`` in ``language``: ``name.de.txt.j2`` and ``name.de.html.j2``
+        when they exist, else the English ``name.txt.j2`` and ``name.html.j2``; RenderError on failure."""
+        text, html = (self._render_file(self._localized(name, suffix, language), context) for suffix in SUFFIXES)
         return text, html
+
+    def _localized(self, name: str, suffix: str, language: str) -> str:
+        if language != DEFAULT_LANGUAGE:
+            wanted = f"{name}.{language}.{suffix}.j2"
+            try:
+                self._env.get_template(wanted)
+                return wanted
+            except TemplateNotFound:
+                pass
+        return f"{name}.{suffix}.j2"
 
     def files(self, name: str) -> list[str]:
         """Every template file of kind ``name``: the two required ones, then any variant found (sorted)."""

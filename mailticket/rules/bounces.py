@@ -7,7 +7,7 @@ import datetime as dt
 
 from sqlalchemy.orm import Session
 
-from mailticket.ingest.bounces import BounceReport
+from mailticket.domain import BounceReport
 from mailticket.store import repo
 from mailticket.store.models import AddressSuppression
 

@@ -14,17 +14,18 @@ import socket
 import uuid
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from mailticket.clock import Clock
+from mailticket.store import readmodel
 from mailticket.store.db import Database
 from mailticket.store.models import ServeInstance
 
 log = logging.getLogger("mailticket.heartbeat")
 
-INTERVAL = dt.timedelta(seconds=5)
-STALE_AFTER = 3 * INTERVAL  # three missed beats
+INTERVAL = readmodel.HEARTBEAT_INTERVAL  # `mailticket status` (the read model) judges staleness by it
+STALE_AFTER = readmodel.STALE_AFTER  # three missed beats
 FORGET_AFTER = dt.timedelta(days=1)  # a stale row older than this is removed by the next beat
 
 
@@ -64,11 +65,7 @@ class Heartbeat:
 
 def instances(session: Session, now: dt.datetime) -> list[dict[str, Any]]:
     """Every instance that beat recently or not so recently, oldest first, each running or stale."""
-    rows = session.execute(select(ServeInstance).order_by(ServeInstance.started_at, ServeInstance.id)).scalars()
-    return [{
-        "id": row.id, "host": row.host, "pid": row.pid, "started_at": row.started_at.isoformat(),
-        "last_seen": row.last_seen.isoformat(), "running": now - row.last_seen <= STALE_AFTER,
-    } for row in rows]
+    return readmodel.instances(session, now)
 
 
 def ago(now: dt.datetime, then: dt.datetime) -> str:

@@ -21,9 +21,8 @@ from typing import Any
 from imapclient import DELETED, SEEN, IMAPClient
 
 from mailticket.clock import Clock
-from mailticket.domain import Envelope, RawState
+from mailticket.domain import Envelope
 from mailticket.ingest.inbox import Inbox
-from mailticket.ingest.pipeline import Pipeline
 from mailticket.settings import ImapSettings, MailboxSettings
 from mailticket.sources import imapconn
 from mailticket.store import repo
@@ -79,22 +78,23 @@ class ImapPoller:
         self,
         mailbox: MailboxSettings,
         inbox: Inbox,
-        pipeline: Pipeline,
         db: Database,
         clock: Clock,
         connect: Callable[[ImapSettings], IMAPClient] = imapconn.connect,
-        on_processed: Callable[[], None] | None = None,
+        process: Callable[[list[int]], set[int]] | None = None,
     ) -> None:
+        """``process`` (injected by the composition root) is handed the raw ids just committed and
+        returns those that ended in quarantine, so they can be filed in the quarantine folder; without
+        it the messages wait in the inbox for `serve` and every one is filed as handled."""
         if mailbox.imap is None:
             raise ValueError(f"mailbox {mailbox.address} has no [mailboxes.imap] table")
         self.mailbox = mailbox
         self.settings: ImapSettings = mailbox.imap
         self._inbox = inbox
-        self._pipeline = pipeline
         self._db = db
         self._clock = clock
         self._connect = connect
-        self._on_processed = on_processed
+        self._process = process
         self.client: IMAPClient | None = None
         self._warned_no_uidplus = False
 
@@ -213,18 +213,13 @@ class ImapPoller:
         result.duplicates = sum(a.duplicate for a in accepted)
         result.new = result.fetched - result.duplicates
         ids = [a.raw_id for a in accepted]
-        if self._pipeline.process(ids) and self._on_processed is not None:
-            self._on_processed()
-        with self._db.transaction() as session:
-            states = repo.raw_states(session, ids)
-        quarantined = [uid for uid, a in zip(uids, accepted, strict=True)
-                       if states.get(a.raw_id) == RawState.QUARANTINED]
+        bad = self._process(ids) if self._process is not None else set()
+        quarantined = [uid for uid, a in zip(uids, accepted, strict=True) if a.raw_id in bad]
         result.quarantined = len(quarantined)
         done = uids
         if quarantined and self.settings.quarantine_folder:
             self._move(client, quarantined, self.settings.quarantine_folder)
-            done = [uid for uid, a in zip(uids, accepted, strict=True)
-                    if states.get(a.raw_id) != RawState.QUARANTINED]
+            done = [uid for uid, a in zip(uids, accepted, strict=True) if a.raw_id not in bad]
         self._file(client, done)
         result.filed = len(uids)
         return result

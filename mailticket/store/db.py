@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import fcntl
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
@@ -26,7 +28,7 @@ from mailticket.store.paths import create_private_file, make_dir, sqlite_file
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 # The newest migration in store/migrations/versions. Kept here so every CLI start
 # can check the schema without importing Alembic; a test keeps it in step.
-SCHEMA_HEAD = "0005"
+SCHEMA_HEAD = "0006"
 
 
 def make_engine(url: str, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS, **kwargs: Any) -> Engine:
@@ -148,6 +150,23 @@ class Database:
             raise
         finally:
             session.close()
+
+    def serve_lock(self) -> IO[str] | None:
+        """On a SQLite file, hold the one-`serve` lock (ConfigError when another `serve` holds it);
+        None on PostgreSQL, where several instances share the work. Close the handle to release it."""
+        if self.sqlite_file is None:
+            return None
+        path = Path(str(self.sqlite_file) + ".serve.lock")
+        handle = path.open("w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise ConfigError([
+                f"database.url: another `mailticket serve` already runs on {self.sqlite_file}; SQLite takes one "
+                "instance: stop it, or move to PostgreSQL to run several"
+            ]) from None
+        return handle
 
     def dispose(self) -> None:
         self.engine.dispose()

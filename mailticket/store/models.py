@@ -106,6 +106,7 @@ class Ticket(Base):
     solved_at: Mapped[dt.datetime | None]
     closed_at: Mapped[dt.datetime | None]
     linked_to: Mapped[int | None] = mapped_column(Integer)  # a ticket this one referenced but could not join
+    tags: Mapped[list[str]] = mapped_column(default=list)
 
     messages: Mapped[list[Message]] = relationship(back_populates="ticket", order_by="Message.id")
     participants: Mapped[list[Participant]] = relationship(back_populates="ticket", order_by="Participant.id")
@@ -223,6 +224,8 @@ class OutboxRow(Base):
     last_error: Mapped[str | None] = mapped_column(CleanText)
     created_at: Mapped[dt.datetime]
     sent_at: Mapped[dt.datetime | None]
+    # The inbound message whose processing wrote this mail (None for mail an admin or a timer caused).
+    caused_by: Mapped[int | None] = mapped_column(ForeignKey("raw_messages.id"), index=True)
 
     __table_args__ = (
         Index("ix_outbox_state_next", "state", "next_attempt_at"),
@@ -231,7 +234,12 @@ class OutboxRow(Base):
 
 
 class Event(Base):
-    """The decision log: what was decided about a message or ticket, and why."""
+    """The decision log: what was decided about a message or ticket, why, and by which rule.
+
+    ``detail`` is the one line a person reads; ``data`` the same decision as JSON for queries
+    (None on rows written before schema 0006). ``rule`` names the rule that hit, ``outbox_id``
+    the mail the decision wrote.
+    """
 
     __tablename__ = "events"
 
@@ -242,6 +250,9 @@ class Event(Base):
     kind: Mapped[str] = mapped_column(CleanString(32))
     detail: Mapped[str] = mapped_column(CleanText)
     created_at: Mapped[dt.datetime]
+    rule: Mapped[str | None] = mapped_column(CleanString(100))
+    outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id"), index=True)
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class ImapFolderState(Base):
@@ -299,3 +310,28 @@ class ServeInstance(Base):
     pid: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[dt.datetime]
     last_seen: Mapped[dt.datetime]
+
+
+class AgentState(Base):
+    """What an agent set about themselves at run time (config names the agents): away or not."""
+
+    __tablename__ = "agent_state"
+
+    address: Mapped[str] = mapped_column(CleanString(320), primary_key=True)
+    away: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[dt.datetime]
+
+
+class QueueTurn(Base):
+    """Where round-robin assignment stands in one queue: the agent who got the last ticket.
+
+    Assignment locks this row (FOR UPDATE on PostgreSQL), so two instances never give
+    two tickets the same turn.
+    """
+
+    __tablename__ = "queue_turns"
+
+    queue: Mapped[str] = mapped_column(CleanString(100), primary_key=True)
+    last_agent: Mapped[str] = mapped_column(CleanString(320), default="")
+    turns: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[dt.datetime]

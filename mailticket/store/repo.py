@@ -12,7 +12,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, defer
 
 from mailticket.domain import OutboxState, RawState
-from mailticket.store.models import Blob, Event, ImapFolderState, OutboxRow, RawMessage, SourceStatus
+from mailticket.store.models import (
+    AddressSuppression,
+    Blob,
+    Event,
+    ImapFolderState,
+    OutboxRow,
+    RawMessage,
+    SourceStatus,
+)
 
 
 def new_raw_ids(session: Session, limit: int, max_bytes: int) -> list[int]:
@@ -127,9 +135,22 @@ def add_event(
     ticket_number: int | None = None,
     raw_id: int | None = None,
     message_id: str = "",
+    rule: str | None = None,
+    outbox_id: int | None = None,
+    data: dict[str, Any] | None = None,
 ) -> None:
+    """One decision: ``detail`` for people, the columns and ``data`` (JSON) for queries."""
     session.add(Event(ticket_number=ticket_number, raw_id=raw_id, message_id=message_id[:1000],
-                      kind=kind, detail=detail, created_at=now))
+                      kind=kind, detail=detail, created_at=now, rule=rule, outbox_id=outbox_id, data=data))
+
+
+def remove_suppression(session: Session, address: str) -> bool:
+    """Allow automatic mail to an address again; False when it was not suppressed."""
+    row = session.get(AddressSuppression, address)
+    if row is None:
+        return False
+    session.delete(row)
+    return True
 
 
 def due_outbox(session: Session, now: dt.datetime, limit: int) -> Sequence[OutboxRow]:

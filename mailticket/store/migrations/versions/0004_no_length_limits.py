@@ -20,7 +20,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from mailticket.ingest.rawmail import dedupe_key, identify
+from mailticket.rawmail import dedupe_key, identify
 
 revision = "0004"
 down_revision = "0003"

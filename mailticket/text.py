@@ -1,4 +1,4 @@
-"""Defensive decoding of header values and body bytes.
+"""Defensive decoding and cleaning of header values and body bytes (shared by every stage).
 
 Real mail lies about charsets, splits multi-byte characters across encoded
 words and carries raw 8-bit bytes in headers. Everything here returns text

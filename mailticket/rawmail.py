@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from mailticket.ingest.decode import first_message_id
+from mailticket.text import first_message_id
 
 
 def strip_leading_blank_lines(raw: bytes) -> bytes:

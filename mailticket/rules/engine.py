@@ -1,0 +1,303 @@
+"""Run the ordered rules over one message's facts, record each hit, carry the actions out.
+
+``decide`` is pure: the rules' actions resolved into one ``Decision`` (which
+rule asked for what). ``Engine.apply`` carries a decision out inside the
+message's transaction — the one place that changes the ticket, assigns, and
+writes mail — and records every hit and every effect as an event with the
+name of the rule behind it, including mail deliberately not sent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from mailticket.domain import Address, OutboxState
+from mailticket.outbox.queue import OutboxWriter
+from mailticket.rules.actions import (
+    Action,
+    AddTags,
+    Assign,
+    Hold,
+    KeepStatus,
+    NoAcknowledgement,
+    QueueMail,
+    SetPriority,
+    SetQueue,
+    SetStatus,
+    Stop,
+    as_data,
+)
+from mailticket.rules.assign import Assigner
+from mailticket.rules.base import Rule
+from mailticket.rules.facts import Facts
+from mailticket.rules.limits import AutoMailGate
+from mailticket.rules.routing import RoutingRule
+from mailticket.settings import Settings
+from mailticket.store import repo
+from mailticket.store.models import Message, Ticket
+
+ACK = "ack_new"
+
+
+@dataclass(frozen=True)
+class Hit:
+    rule: str
+    description: str
+    actions: tuple[Action, ...]
+
+
+@dataclass
+class Decision:
+    """What the rules asked for, resolved; each value with the name of the rule that set it."""
+
+    hits: list[Hit] = field(default_factory=list)
+    queue: tuple[str, str] | None = None  # (rule, queue)
+    priority: tuple[str, str] | None = None
+    tags: list[str] = field(default_factory=list)
+    assignee: tuple[str, str] | None = None  # (rule, address): an explicit assignee
+    auto_assign: str | None = None  # the rule that asked for the queue's strategy
+    status: tuple[str, SetStatus] | None = None
+    keep_status: tuple[str, KeepStatus] | None = None
+    hold: tuple[str, Hold] | None = None
+    no_ack: tuple[str, NoAcknowledgement] | None = None
+    mails: list[tuple[str, QueueMail]] = field(default_factory=list)
+
+    @property
+    def acknowledges(self) -> bool:
+        return any(m.kind == ACK for _r, m in self.mails) and self.no_ack is None and self.hold is None
+
+
+def decide(rules: Sequence[Rule], facts: Facts) -> Decision:
+    """Run every rule in order (a ``Stop`` ends the later rules of its group); later values win."""
+    decision = Decision()
+    stopped: set[str] = set()
+    for rule in rules:
+        if rule.group in stopped:
+            continue
+        actions = rule.check(facts)
+        if not actions:
+            continue
+        decision.hits.append(Hit(rule.name, rule.description, tuple(actions)))
+        for action in actions:
+            _resolve(decision, rule, action, stopped)
+    return decision
+
+
+def _resolve(decision: Decision, rule: Rule, action: Action, stopped: set[str]) -> None:
+    name = rule.name
+    if isinstance(action, SetQueue):
+        decision.queue = (name, action.queue)
+    elif isinstance(action, SetPriority):
+        decision.priority = (name, action.priority)
+    elif isinstance(action, AddTags):
+        decision.tags.extend(t for t in action.tags if t not in decision.tags)
+    elif isinstance(action, Assign):
+        if action.agent is None:
+            decision.auto_assign = decision.auto_assign or name
+        else:
+            decision.assignee = (name, action.agent)
+    elif isinstance(action, SetStatus):
+        decision.status = (name, action)
+    elif isinstance(action, KeepStatus):
+        decision.keep_status = decision.keep_status or (name, action)
+    elif isinstance(action, Hold):
+        decision.hold = decision.hold or (name, action)
+    elif isinstance(action, NoAcknowledgement):
+        decision.no_ack = decision.no_ack or (name, action)
+    elif isinstance(action, QueueMail):
+        if all(m.kind != action.kind for _r, m in decision.mails):
+            decision.mails.append((name, action))
+    elif isinstance(action, Stop):
+        stopped.add(rule.group)
+
+
+class Engine:
+    def __init__(self, settings: Settings, rules: Sequence[Rule], outbox: OutboxWriter, assigner: Assigner) -> None:
+        self._settings = settings
+        self.rules = list(rules)
+        self._outbox = outbox
+        self._assigner = assigner
+        self._gate = AutoMailGate(settings.limits)
+
+    def apply(self, session: Session, *, ticket: Ticket, message: Message, facts: Facts, raw_id: int | None,
+              now: dt.datetime) -> Decision:
+        decision = decide(self.rules, facts)
+        record = _Recorder(session, now, ticket.number, raw_id, message.message_id)
+        for hit in decision.hits:
+            record("rule", f"{hit.rule}: " + "; ".join(a.describe() for a in hit.actions), rule=hit.rule,
+                   data={"description": hit.description, "actions": [as_data(a) for a in hit.actions]})
+        if facts.verdict.is_human:
+            ticket.updated_at = now
+        if facts.created:
+            self._route(session, decision, ticket, record, now)
+        self._status(decision, ticket, record)
+        self._mail(session, decision, ticket, message, facts, raw_id, record, now)
+        return decision
+
+    def dry_run(self, session: Session, facts: Facts) -> dict[str, Any]:
+        """What ``apply`` would decide for these facts, writing nothing (`mailticket rules test`)."""
+        decision = decide(self.rules, facts)
+        routing: list[dict[str, Any]] = []
+        stopped = False
+        for rule in self.rules:
+            if not isinstance(rule, RoutingRule):
+                continue
+            conditions = rule.evaluate(facts)
+            actions = rule.check(facts) if not stopped else []
+            routing.append({
+                "name": rule.name, "description": rule.description, "skipped": stopped,
+                "matched": facts.created and all(c.held for c in conditions),
+                "conditions": [{"name": c.name, "held": c.held, "detail": c.detail} for c in conditions],
+                "actions": [as_data(a) for a in actions],
+            })
+            stopped = stopped or any(isinstance(a, Stop) for a in actions)
+        queue = decision.queue[1] if decision.queue else facts.queue
+        tags = list(decision.tags)
+        assignee: str | None
+        if decision.assignee is not None:
+            assignee, assignment = decision.assignee[1], f"explicit, by rule {decision.assignee[0]}"
+        elif decision.auto_assign is not None and decision.hold is None:
+            choice = self._assigner.preview(session, queue, tags)
+            assignee, assignment = choice.agent, choice.reason
+        else:
+            assignee, assignment = None, "held for an admin" if decision.hold else "no rule assigns this message"
+        blocked = decision.no_ack or decision.hold
+        if decision.acknowledges:
+            asker = next(r for r, m in decision.mails if m.kind == ACK)
+            acknowledgement = f"rule {asker} (before the per-recipient limits)"
+        elif blocked is not None:
+            acknowledgement = f"{blocked[1].reason} (rule {blocked[0]})"
+        elif not facts.created:
+            acknowledgement = "the message joins an existing ticket"
+        else:
+            acknowledgement = "acknowledgements are off (mail.acknowledge_new = false)"
+        return {
+            "routing": routing,
+            "hits": [h.rule for h in decision.hits],
+            "result": {
+                "queue": queue,
+                "priority": decision.priority[1] if decision.priority else "normal",
+                "tags": tags,
+                "assignee": assignee,
+                "assignment": assignment,
+                "hold": decision.hold is not None,
+                "acknowledge": decision.acknowledges,
+                "acknowledgement": acknowledgement,
+                "status": str(decision.status[1].status) if decision.status else str(facts.status),
+            },
+        }
+
+    # -- carrying out ----------------------------------------------------------
+
+    def _route(self, session: Session, decision: Decision, ticket: Ticket, record: _Recorder,
+               now: dt.datetime) -> None:
+        changes: dict[str, object] = {}
+        if decision.queue is not None and decision.queue[1] != ticket.queue:
+            ticket.queue = changes["queue"] = decision.queue[1]
+        if decision.priority is not None and decision.priority[1] != ticket.priority:
+            ticket.priority = changes["priority"] = decision.priority[1]
+        if decision.tags:
+            tags = list(dict.fromkeys([*ticket.tags, *decision.tags]))
+            if tags != ticket.tags:
+                ticket.tags = tags
+                changes["tags"] = tags
+        if changes:
+            rules = sorted({r for r in (decision.queue and decision.queue[0],
+                                        decision.priority and decision.priority[0]) if r})
+            record("routed", ", ".join(f"{k} {', '.join(v) if isinstance(v, list) else v}"
+                                       for k, v in changes.items()),
+                   rule=rules[0] if len(rules) == 1 else None, data=dict(changes))
+        if decision.hold is not None:
+            rule, hold = decision.hold
+            record("held", f"kept in status {ticket.status} for an admin: {hold.reason}", rule=rule,
+                   data={"reason": hold.reason})
+        if decision.assignee is not None:
+            rule, address = decision.assignee
+            ticket.assignee = address
+            record("assigned", f"assigned to {address} by rule {rule}", rule=rule,
+                   data={"agent": address, "strategy": "explicit"})
+        elif decision.auto_assign is not None and decision.hold is None:
+            session.flush()  # earlier tickets of this batch count for least_open
+            choice = self._assigner.choose(session, ticket.queue, ticket.tags, now)
+            if choice.strategy == "none":
+                return
+            ticket.assignee = choice.agent
+            record("assigned" if choice.agent else "unassigned", choice.reason, rule=decision.auto_assign,
+                   data={"agent": choice.agent, "strategy": choice.strategy})
+
+    def _status(self, decision: Decision, ticket: Ticket, record: _Recorder) -> None:
+        if decision.keep_status is not None:
+            rule, keep = decision.keep_status
+            record("suppressed", f"status: {keep.reason}", rule=rule, data={"what": "status", "reason": keep.reason})
+        elif decision.status is not None:
+            rule, change = decision.status
+            record("status", f"{ticket.status} -> {change.status}: {change.reason}", rule=rule,
+                   data={"from": ticket.status, "to": str(change.status), "reason": change.reason})
+            ticket.status = change.status
+            ticket.solved_at = None
+
+    def _mail(self, session: Session, decision: Decision, ticket: Ticket, message: Message, facts: Facts,
+              raw_id: int | None, record: _Recorder, now: dt.datetime) -> None:
+        blocked = decision.no_ack or (decision.hold and (decision.hold[0], NoAcknowledgement(
+            f"held for an admin ({decision.hold[1].reason})")))
+        asked = False
+        for rule, mail in decision.mails:
+            if mail.kind == ACK:
+                asked = True
+                if blocked:
+                    record.refused(ACK, *blocked)
+                    continue
+            self._queue(session, rule, mail, ticket, message, raw_id, record, now)
+        if facts.created and not asked:
+            if blocked:
+                record.refused(ACK, *blocked)
+            elif facts.verdict.is_human:
+                reason = "acknowledgements are off (mail.acknowledge_new = false) and no routing rule asked for one"
+                record("suppressed", f"{ACK}: {reason}", data={"what": ACK, "reason": reason})
+
+    def _queue(self, session: Session, rule: str, mail: QueueMail, ticket: Ticket, message: Message,
+               raw_id: int | None, record: _Recorder, now: dt.datetime) -> None:
+        recipient = Address(ticket.requester_name, ticket.requester)
+        refusal = self._gate.refusal(session, kind=mail.kind, ticket_number=ticket.number,
+                                     recipient=recipient.email, now=now)
+        if refusal is None and not recipient.email:
+            refusal = "the requester's address is unknown"
+        if refusal is not None:
+            record("suppressed", f"{mail.kind}: {refusal}", rule=rule, data={"what": mail.kind, "reason": refusal})
+            return
+        try:
+            row = self._outbox.ticket_mail(session, kind=mail.kind, ticket=ticket, recipient=recipient,
+                                           answering=message, caused_by=raw_id, now=now)
+        except ValueError as exc:  # an address we cannot write a header for
+            record("suppressed", f"{mail.kind}: {exc}", rule=rule, data={"what": mail.kind, "reason": str(exc)})
+            return
+        session.flush()  # the row's id, for the event
+        data = {"kind": mail.kind, "to": recipient.email}
+        if row.state == OutboxState.FAILED:  # the templates failed: the ticket stands, the mail does not go
+            record("queue_failed", f"{mail.kind} to {recipient.email} not sent (outbox <{row.message_id}> failed): "
+                   f"{row.last_error}", rule=rule, outbox_id=row.id, data=data)
+            return
+        record("queued", f"{mail.kind} to {recipient.email} as <{row.message_id}>: rule {rule}", rule=rule,
+               outbox_id=row.id, data=data)
+
+
+class _Recorder:
+    """Events about one message on one ticket."""
+
+    def __init__(self, session: Session, now: dt.datetime, ticket: int, raw_id: int | None, message_id: str) -> None:
+        self._session, self._now, self._ticket, self._raw_id, self._mid = session, now, ticket, raw_id, message_id
+
+    def __call__(self, kind: str, detail: str, *, rule: str | None = None, outbox_id: int | None = None,
+                 data: Mapping[str, object] | None = None) -> None:
+        repo.add_event(self._session, self._now, kind, detail, ticket_number=self._ticket, raw_id=self._raw_id,
+                       message_id=self._mid, rule=rule, outbox_id=outbox_id,
+                       data=dict(data) if data is not None else None)
+
+    def refused(self, kind: str, rule: str, why: NoAcknowledgement) -> None:
+        self("suppressed", f"{kind}: {why.reason}", rule=rule, data={"what": kind, "reason": why.reason})
+

@@ -1,0 +1,37 @@
+"""Everything a rule may look at about one stored message: plain data, built once per message."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mailticket.domain import Address, ParsedMail, TicketStatus, Verdict
+
+
+@dataclass(frozen=True)
+class Facts:
+    mail: ParsedMail
+    verdict: Verdict
+    sender: Address  # email "" when the sender is unknown (From did not parse strictly)
+    created: bool  # this message opened a new ticket
+    status: TicketStatus  # the ticket's status before this message
+    sender_is_agent: bool
+    sender_is_support: bool  # the sender is one of our own support addresses
+    imported: bool = False  # came in by `mailticket import`: history, not a new request
+    recipients: tuple[str, ...] = ()  # envelope recipients, then To and Cc; lower-cased, each once
+    known_customer: bool = False  # the sender opened or took part in an earlier ticket
+    mailbox: str = ""  # the support address the message came to
+    queue: str = ""  # that mailbox's queue, before any routing
+    acknowledge_new: bool = True  # [mail] acknowledge_new
+
+    @property
+    def machine(self) -> bool:
+        return not self.verdict.is_human
+
+    @property
+    def sender_domain(self) -> str:
+        return self.sender.email.rpartition("@")[2]
+
+    @property
+    def has_attachment(self) -> bool:
+        """A real attachment: inline parts (signature logos, pasted images) do not count."""
+        return any(not a.inline for a in self.mail.attachments)
