@@ -194,8 +194,11 @@ class App:
         mail, facts = preview.mail, preview.facts
         with self.db.transaction() as session:
             report = self.rules.dry_run(session, facts)
+        stored = self.inbox.stored(raw)
         return {
             "message_id": mail.message_id,
+            # Already accepted: ingesting it again would be a duplicate (nothing would happen).
+            "duplicate_of": None if stored is None else {"raw_id": stored[0], "ticket": stored[1]},
             "from": facts.sender.email,
             "subject": mail.subject,
             "verdict": {"kind": str(facts.verdict.kind), "reason": facts.verdict.reason},

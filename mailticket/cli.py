@@ -440,20 +440,23 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
         return EX_OK
     print(f"message <{report['message_id']}> from {report['from'] or UNKNOWN_SENDER}: {report['subject']!r}")
     print(f"verdict: {report['verdict']['kind']} ({report['verdict']['reason']})")
+    if report["duplicate_of"] is not None:
+        earlier = report["duplicate_of"]
+        where = f" (ticket #{earlier['ticket']})" if earlier["ticket"] is not None else ""
+        print(f"already stored as raw message {earlier['raw_id']}{where}: ingesting it again would change nothing; "
+              "below is what the rules decide for it as if it were new")
     thread = report["thread"]
     if thread["ticket"] is not None:
         print(f"would join ticket #{thread['ticket']} ({thread['reason']}); routing runs only for new tickets")
     print()
-    rows = []
+    if not report["routing"]:
+        print("no [[routing]] rules configured")
+    width = max([len("routing rule"), *(len(r["name"]) for r in report["routing"])])
     for rule in report["routing"]:
         matched = "skipped (stop)" if rule["skipped"] else ("yes" if rule["matched"] else "no")
         failed = [c for c in rule["conditions"] if not c["held"]]
-        why = failed[0]["detail"] if failed else ", ".join(a["action"] for a in rule["actions"])
-        rows.append([rule["name"], matched, why])
-    if rows:
-        _table(["routing rule", "matched", "first failed condition / actions"], rows)
-    else:
-        print("no [[routing]] rules configured")
+        why = failed[0]["detail"] if failed else "; ".join(rule["effects"]) or "(no conditions)"
+        print(f"{rule['name']:<{width}}  {matched:<14}  {why}")
     result = report["result"]
     print()
     print(f"queue:          {result['queue']}")

@@ -16,6 +16,9 @@ class TicketStatus(enum.StrEnum):
     CLOSED = "closed"
 
 
+PRIORITIES = ("low", "normal", "high", "urgent")  # a ticket's priority, lowest first
+
+
 class RawState(enum.StrEnum):
     NEW = "new"
     DONE = "done"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from mailticket.domain import VerdictKind
+from mailticket.domain import PRIORITIES, VerdictKind
 from mailticket.errors import ConfigError
 
 ENV_CONFIG = "MAILTICKET_CONFIG"
@@ -774,7 +774,6 @@ def _queues(r: _Reader, data: Mapping[str, Any], agents: Sequence[AgentSettings]
     return tuple(result)
 
 
-PRIORITIES = ("low", "normal", "high", "urgent")
 ROUTING_KEYS = {"name", "when", "then", "stop"}
 WHEN_KEYS = {"subject", "body", "sender", "sender_domain", "recipient", "header", "has_attachment", "verdict",
              "known_customer"}

@@ -57,6 +57,17 @@ class Inbox:
         self._db = db
         self._clock = clock
 
+    def stored(self, raw: bytes) -> tuple[int, int | None] | None:
+        """(raw id, ticket) when this very message was already accepted (what ``accept`` would call a
+        duplicate); None otherwise. Reads only."""
+        message_id, digest = identify(raw)
+        with self._db.transaction() as session:
+            row = session.execute(
+                select(RawMessage.id, RawMessage.ticket_number).where(
+                    RawMessage.dedupe_key == dedupe_key(message_id, digest))
+            ).first()
+        return (int(row[0]), row[1]) if row is not None else None
+
     def accept(self, raw: bytes, envelope: Envelope) -> Accepted:
         """Commit one message; raises TemporaryError when the database cannot take it."""
         return self.accept_many([(raw, envelope)])[0]

@@ -15,7 +15,6 @@ from typing import Any
 
 from mailticket.domain import TicketStatus
 
-PRIORITIES = ("low", "normal", "high", "urgent")
 AUDIENCES = ("requester",)  # who a QueueMail goes to; the agents issue adds assignee and queue agents
 
 
@@ -29,7 +28,7 @@ class SetQueue:
 
 @dataclass(frozen=True)
 class SetPriority:
-    priority: str  # one of PRIORITIES
+    priority: str  # one of domain.PRIORITIES
 
     def describe(self) -> str:
         return f"priority {self.priority}"

@@ -154,6 +154,7 @@ class Engine:
                 "matched": facts.created and all(c.held for c in conditions),
                 "conditions": [{"name": c.name, "held": c.held, "detail": c.detail} for c in conditions],
                 "actions": [as_data(a) for a in actions],
+                "effects": [a.describe() for a in actions],
             })
             stopped = stopped or any(isinstance(a, Stop) for a in actions)
         queue = decision.queue[1] if decision.queue else facts.queue
@@ -169,7 +170,7 @@ class Engine:
         blocked = decision.no_ack or decision.hold
         if decision.acknowledges:
             asker = next(r for r, m in decision.mails if m.kind == ACK)
-            acknowledgement = f"rule {asker} (before the per-recipient limits)"
+            acknowledgement = f"asked by rule {asker}; the per-recipient limits are checked when it is queued"
         elif blocked is not None:
             acknowledgement = f"{blocked[1].reason} (rule {blocked[0]})"
         elif not facts.created:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mailticket.domain import Address, ParsedMail, TicketStatus, Verdict
+from mailticket.domain import Address, Attachment, ParsedMail, TicketStatus, Verdict
+
+# The machine-readable parts of DSNs, MDNs and feedback reports (RFC 3464, 8098, 5965).
+REPORT_PARTS = frozenset({"message/delivery-status", "message/global-delivery-status", "text/rfc822-headers",
+                          "message/disposition-notification", "message/feedback-report"})
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,11 @@ class Facts:
         return self.sender.email.rpartition("@")[2]
 
     @property
+    def attachments(self) -> list[Attachment]:
+        """The real attachments: inline parts (signature logos, pasted images) and the machine-readable
+        parts of a delivery or feedback report do not count."""
+        return [a for a in self.mail.attachments if not a.inline and a.content_type.lower() not in REPORT_PARTS]
+
+    @property
     def has_attachment(self) -> bool:
-        """A real attachment: inline parts (signature logos, pasted images) do not count."""
-        return any(not a.inline for a in self.mail.attachments)
+        return bool(self.attachments)

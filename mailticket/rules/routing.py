@@ -133,13 +133,13 @@ def _header(facts: Facts, header: str, pattern: re.Pattern[str]) -> Condition:
 
 
 def _has_attachment(facts: Facts, wanted: bool) -> Condition:
-    real = [a for a in facts.mail.attachments if not a.inline]
+    real = facts.attachments
     if real:
         names = ", ".join(a.filename for a in real[:3]) + (", …" if len(real) > 3 else "")
         detail = f"has {len(real)} attachment{'s' if len(real) > 1 else ''} ({names})"
     else:
-        inline = len(facts.mail.attachments)
-        detail = "has no attachment" + (f" ({inline} inline parts do not count)" if inline else "")
+        other = len(facts.mail.attachments)
+        detail = "has no attachment" + (f" ({other} inline or report parts do not count)" if other else "")
     return Condition("has_attachment", bool(real) == wanted, f"{detail}; wanted {_flag('has_attachment', wanted)}")
 
 
