@@ -31,15 +31,17 @@ from mailticket.errors import CantCreateError, ConfigError, SchemaError, Tempora
 from mailticket.ingest.committer import GroupCommitter
 from mailticket.ingest.inbox import Inbox
 from mailticket.ingest.pipeline import Pipeline
-from mailticket.marks import MessageIdSigner
+from mailticket.marks import MessageIdSigner, ReplyTokenSigner
 from mailticket.outbox.queue import OutboxWriter
 from mailticket.outbox.render import Renderer
 from mailticket.outbox.sender import Sender
 from mailticket.outbox.transport import Transport, make_transport
+from mailticket.rules.admin import Admin, Changes
 from mailticket.rules.assign import Assigner
 from mailticket.rules.base import Rule
 from mailticket.rules.builtin import builtin_rules
 from mailticket.rules.engine import Engine
+from mailticket.rules.mailing import Mailer
 from mailticket.rules.routing import RoutingRule
 from mailticket.schedule.heartbeat import INTERVAL as HEARTBEAT_INTERVAL
 from mailticket.schedule.heartbeat import Heartbeat
@@ -55,7 +57,7 @@ from mailticket.store.db import Database
 
 log = logging.getLogger("mailticket")
 
-TEMPLATES = ["ack_new"]
+TEMPLATES = ["ack_new", "agent_notify", "agent_reply", "identity_refused", "collision"]
 INBOX_JOB = "drain_inbox"
 OUTBOX_JOB = "flush_outbox"
 HEARTBEAT_JOB = "heartbeat"
@@ -68,7 +70,7 @@ def rule_list(settings: Settings) -> list[Rule]:
     """Every rule, in the order it runs: who never gets an answer, the mail's own priority, the admin's
     routing, then assignment, acknowledgement and reopening."""
     routing: list[Rule] = [RoutingRule(r) for r in settings.routing]
-    return builtin_rules(settings.priority_from_headers, routing)
+    return builtin_rules(settings.priority_from_headers, routing, agents=bool(settings.agents))
 
 
 class App:
@@ -88,11 +90,14 @@ class App:
         self.db = database or Database.from_url(settings.database_url)
         self.renderer = Renderer(settings.template_dir)
         self.signer = MessageIdSigner(settings.message_id_domain, lambda: install_secret(settings.identity))
+        self.tokens = ReplyTokenSigner(lambda: install_secret(settings.identity))
         self.outbox_writer = OutboxWriter(self.renderer, self.signer, settings)
         self.assigner = Assigner(settings)
-        self.rules = Engine(settings, rule_list(settings), self.outbox_writer, self.assigner)
+        self.mailer = Mailer(settings, self.outbox_writer, self.tokens)
+        self.rules = Engine(settings, rule_list(settings), self.mailer, self.assigner)
+        self.admin = Admin(settings, self.mailer, self.signer)
         self.inbox = Inbox(self.db, self.clock)
-        self.pipeline = Pipeline(self.db, settings, self.clock, self.rules, self.signer)
+        self.pipeline = Pipeline(self.db, settings, self.clock, self.rules, self.signer, self.tokens)
         envelope_from = parseaddr(settings.outbound.from_address)[1] or settings.mailboxes[0].address
         self.sender = Sender(
             self.db,
@@ -205,6 +210,17 @@ class App:
             "thread": {"ticket": preview.thread.ticket_number, "reason": preview.thread.reason},
             **report,
         }
+
+    def reply_as(self, number: int, agent: str, text: str, *, internal: bool, by: str) -> str:
+        """`tickets reply`: the Message-ID of the stored reply or note (its mail is queued for `serve`)."""
+        with self.db.transaction() as session:
+            message = self.admin.reply(session, number, agent, text, internal=internal, by=by, now=self.clock.now())
+            return message.message_id
+
+    def set_fields(self, number: int, changes: Changes, *, by: str) -> list[str]:
+        """`tickets set`: what changed (all or nothing)."""
+        with self.db.transaction() as session:
+            return self.admin.change(session, number, changes, by=by, now=self.clock.now())
 
     def set_away(self, address: str, away: bool, *, by: str) -> None:
         with self.db.transaction() as session:

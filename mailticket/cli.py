@@ -20,6 +20,7 @@ from mailticket import __version__
 from mailticket.app import TEMPLATES, App
 from mailticket.domain import Envelope, RawState
 from mailticket.errors import CantCreateError, ConfigError, SchemaError, TemporaryError
+from mailticket.rules.admin import AdminError, Changes
 from mailticket.settings import MailboxSettings, Settings, load, locate_config
 from mailticket.store import readmodel, repo
 from mailticket.store.paths import user as state_user
@@ -347,7 +348,12 @@ def cmd_tickets_show(args: argparse.Namespace) -> int:
               "include the sender)")
     for m in data["messages"]:
         sender = m["from"] or f"{UNKNOWN_SENDER}, From: {m['from_header']!r}"
-        print(f"\n--- {m['direction']} {m['date'] or ''} from {sender}  [{m['verdict'] or 'outbound'}]")
+        marks = [m["verdict"] or "outbound", m["author_role"]]
+        if m["internal"]:
+            marks.append("internal")
+        if m["verified"] is False:
+            marks.append("NOT VERIFIED")
+        print(f"\n--- {m['direction']} {m['date'] or ''} from {sender}  [{', '.join(marks)}]")
         print(m["visible_text"])
         for a in m["attachments"]:
             print(f"    attachment: {a['filename']} ({a['content_type']}, {a['size']} bytes, "
@@ -470,6 +476,34 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def _by() -> str:
+    return f"{state_user()} (CLI)"
+
+
+def cmd_tickets_reply(args: argparse.Namespace) -> int:
+    text = sys.stdin.buffer.read(MAX_PIPE_BYTES + 1)
+    if len(text) > MAX_PIPE_BYTES:
+        print(f"tickets reply: over {MAX_PIPE_BYTES} bytes on stdin", file=sys.stderr)
+        return EX_USAGE
+    with _app(args) as app:
+        message_id = app.reply_as(args.number, args.as_agent, text.decode("utf-8", "replace"),
+                                  internal=args.internal, by=_by())
+    what = "internal note stored" if args.internal else "reply stored and queued to the customer"
+    print(f"#{args.number}: {what} (<{message_id}>)")
+    return EX_OK
+
+
+def cmd_tickets_set(args: argparse.Namespace) -> int:
+    changes = Changes(status=args.status, priority=args.priority, assignee=args.assignee, queue=args.queue)
+    if changes == Changes():
+        print("tickets set: give at least one of --status, --priority, --assignee, --queue", file=sys.stderr)
+        return EX_USAGE
+    with _app(args) as app:
+        done = app.set_fields(args.number, changes, by=_by())
+    print(f"#{args.number}: " + ("; ".join(done) if done else "nothing to change"))
+    return EX_OK
+
+
 def cmd_agents_list(args: argparse.Namespace) -> int:
     with _app(args) as app, app.db.transaction() as session:
         rows = readmodel.agents(session, app.settings)
@@ -543,6 +577,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queue", help="only tickets in this queue")
     p.add_argument("--assignee", metavar="ADDR", help="only tickets assigned to this agent (none: unassigned)")
     p.add_argument("--json", action="store_true")
+    p = add("reply", cmd_tickets_reply, "reply to the customer as an agent (the text on stdin), or add a note",
+            tickets)
+    p.add_argument("number", type=int)
+    p.add_argument("--as", dest="as_agent", required=True, metavar="AGENT_ADDRESS")
+    p.add_argument("--internal", action="store_true", help="an internal note: nothing is sent")
+    p = add("set", cmd_tickets_set, "change a ticket's status, priority, assignee or queue", tickets)
+    p.add_argument("number", type=int)
+    p.add_argument("--status", choices=["new", "open", "pending", "solved", "closed"])
+    p.add_argument("--priority", choices=["low", "normal", "high", "urgent"])
+    p.add_argument("--assignee", metavar="ADDR|none")
+    p.add_argument("--queue")
     p = add("show", cmd_tickets_show, "show one ticket with its messages", tickets)
     p.add_argument("number", type=int)
     p.add_argument("--json", action="store_true")
@@ -618,6 +663,9 @@ def _report(exc: Exception) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return EX_CANTCREAT if isinstance(exc, CantCreateError) else EX_CONFIG
+    if isinstance(exc, AdminError):
+        print(f"mailticket: {exc}", file=sys.stderr)
+        return EX_USAGE
     if isinstance(exc, SchemaError):
         print(f"mailticket: {exc}", file=sys.stderr)
         return EX_CONFIG

@@ -9,13 +9,20 @@ sender). ``verify`` returns the ticket number a genuine one was made for.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 LOOP_HEADER = "X-Mailticket-Loop"
+# The first line of every mail an agent answers: what they write goes above it; what is below is ours.
+REPLY_MARKERS = {
+    "en": "-- Reply above this line --",
+    "de": "-- Bitte oberhalb dieser Zeile antworten --",
+}
 OWN_MESSAGE_ID_PREFIX = "mt."
 
 _MAC_HEX = 24  # 96 bits of HMAC-SHA256: more than enough against guessing, short in a header
@@ -55,3 +62,134 @@ class MessageIdSigner:
         """Our prefix and domain, signed or not (older mail, forgeries): used only to spot loops."""
         mid = message_id.lower()
         return mid.startswith(OWN_MESSAGE_ID_PREFIX) and mid.endswith("@" + self._domain)
+
+
+# --- Signed reply tokens ------------------------------------------------------------------------------------
+#
+# A notification to an agent carries ``Reply-To: support+<token>@example.com``. The token is
+#
+#     r.<ticket>.<agent key>.<issued>[.h<held id>].<mac>
+#
+# with the numbers (ticket, issued as POSIX seconds, held reply id) in lower-case base 36, the agent key the
+# first 8 hex digits of sha256(agent address) and the MAC 20 hex digits (80 bits) of HMAC-SHA256 over
+# ``reply-token:`` + everything before ``.<mac>``. Only [a-z0-9.]: MTAs may lower-case a local part, and
+# "+"/"-" are recipient delimiters. Base 36 keeps it short: at most 46 characters without a held id and 54
+# with one (tickets and held ids below 36**6 ≈ 2.1 billion, issue times before 36**7 s ≈ year 4450), so
+# ``support+<token>`` stays within the 64 characters a local part may have.
+
+REPLY_TOKEN_PREFIX = "r."
+
+_TOKEN_MAC_HEX = 20
+_TOKEN_MAX_NUMBER = 36**6 - 1
+_TOKEN_MAX_ISSUED = 36**7 - 1
+_B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+_NUM = r"(0|[1-9a-z][0-9a-z]{0,5})"  # canonical base 36: no leading zeros
+_TOKEN = re.compile(
+    rf"^(r\.{_NUM}\.([0-9a-f]{{8}})\.(0|[1-9a-z][0-9a-z]{{0,6}})(?:\.h{_NUM})?)\.([0-9a-f]{{{_TOKEN_MAC_HEX}}})$"
+)
+_TOKEN_CHARS = re.compile(r"^[a-z0-9.]+$")
+
+
+def _to_b36(number: int) -> str:
+    digits = ""
+    while True:
+        number, rest = divmod(number, 36)
+        digits = _B36[rest] + digits
+        if number == 0:
+            return digits
+
+
+@dataclass(frozen=True)
+class ReplyToken:
+    """What a genuine reply token says."""
+
+    ticket: int
+    agent_key: str  # ReplyTokenSigner.agent_key(address)
+    issued: dt.datetime  # aware UTC, second precision
+    held: int | None = None  # a held reply's messages.id (collision tokens)
+
+
+class ReplyTokenSigner:
+    """Makes and checks the tokens in agents' Reply-To addresses; ``key`` is called once, on first use.
+
+    Stateless: everything the token says is in it, and the MAC (a different message prefix than
+    Message-IDs, so one can never pass for the other) shows this install made it. Whether it is still
+    fresh enough, or the agent still assigned, is the caller's policy.
+    """
+
+    def __init__(self, key: Callable[[], bytes]) -> None:
+        self._key_source = key
+        self._key: bytes | None = None
+
+    def _mac(self, body: str) -> str:
+        if self._key is None:
+            self._key = self._key_source()
+        message = b"reply-token:" + body.encode("ascii")
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()[:_TOKEN_MAC_HEX]
+
+    @staticmethod
+    def agent_key(address: str) -> str:
+        """8 hex digits of sha256 of the lower-cased address: names the agent without spelling the address out."""
+        return hashlib.sha256(address.strip().lower().encode("utf-8")).hexdigest()[:8]
+
+    def make(self, ticket: int, agent: str, issued: dt.datetime, held: int | None = None) -> str:
+        """The token; ValueError for a naive ``issued`` or numbers out of range."""
+        if issued.tzinfo is None or issued.utcoffset() is None:
+            raise ValueError("issued must be an aware datetime")
+        seconds = int(issued.timestamp())
+        if not 0 <= ticket <= _TOKEN_MAX_NUMBER:
+            raise ValueError(f"ticket number out of range for a reply token: {ticket}")
+        if held is not None and not 0 <= held <= _TOKEN_MAX_NUMBER:
+            raise ValueError(f"held id out of range for a reply token: {held}")
+        if not 0 <= seconds <= _TOKEN_MAX_ISSUED:
+            raise ValueError(f"issue time out of range for a reply token: {issued.isoformat()}")
+        body = f"{REPLY_TOKEN_PREFIX}{_to_b36(ticket)}.{self.agent_key(agent)}.{_to_b36(seconds)}"
+        if held is not None:
+            body += f".h{_to_b36(held)}"
+        return f"{body}.{self._mac(body)}"
+
+    def read(self, token: str) -> ReplyToken | None:
+        """What a genuine token says (any letter case); None when malformed or not signed by this install."""
+        match = _TOKEN.match(token.strip().lower()) if len(token) <= 80 else None
+        if match is None:
+            return None
+        body, ticket, agent, issued, held, mac = match.groups()
+        if not hmac.compare_digest(mac, self._mac(body)):
+            return None
+        return ReplyToken(
+            ticket=int(ticket, 36),
+            agent_key=agent,
+            issued=dt.datetime.fromtimestamp(int(issued, 36), dt.UTC),
+            held=int(held, 36) if held is not None else None,
+        )
+
+    def bound_to(self, token: ReplyToken, ticket: int, agent: str) -> bool:
+        """The token was made for this ticket and this agent address."""
+        same_agent = hmac.compare_digest(token.agent_key, self.agent_key(agent))
+        return token.ticket == ticket and same_agent
+
+    @staticmethod
+    def address(mailbox: str, token: str) -> str:
+        """``support@example.com`` and a token: ``support+<token>@example.com``."""
+        local, at, domain = mailbox.strip().rpartition("@")
+        if not at or not local or not domain:
+            raise ValueError(f"not a mailbox address: {mailbox!r}")
+        if not _TOKEN_CHARS.match(token):
+            raise ValueError(f"not a reply token: {token!r}")
+        return f"{local}+{token}@{domain}"
+
+    def find(self, mailboxes: Iterable[str], recipients: Iterable[str]) -> tuple[str, ReplyToken | None] | None:
+        """The first recipient ``<local>+<token>@<domain>`` of one of our mailboxes: (token, read(token)).
+
+        read() giving None means a forged or garbled token. Extensions that are not token-shaped
+        (``support+billing@``) are ordinary addresses and ignored; None when no recipient has a token.
+        """
+        ours = {m.strip().lower() for m in mailboxes}
+        for recipient in recipients:
+            local, at, domain = recipient.strip().strip("<>").lower().rpartition("@")
+            base, plus, extension = local.partition("+")
+            if not at or not plus or f"{base}@{domain}" not in ours:
+                continue
+            if extension.startswith(REPLY_TOKEN_PREFIX):
+                return extension, self.read(extension)
+        return None

@@ -10,6 +10,7 @@ import os
 import re
 import shlex
 import socket
+import string
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -68,6 +69,8 @@ class MailboxSettings:
     name: str
     queue: str
     imap: ImapSettings | None = None
+    # The display name of an agent's relayed reply: {agent} and {mailbox} are filled in.
+    agent_display: str = "{agent}"
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ class AgentSettings:
     name: str
     aliases: tuple[str, ...] = ()  # other addresses the agent writes from, lower-cased
     skills: tuple[str, ...] = ()  # matched against a routing rule's then.tags by "skills" assignment
+    language: str = "en"  # the language of the mail the agent gets (one of LANGUAGES)
 
     def owns(self, address: str) -> bool:
         return address == self.address or address in self.aliases
@@ -254,6 +258,9 @@ class Settings:
     queues: tuple[QueueSettings, ...] = ()  # [[queues]]; a queue named nowhere here assigns nobody
     routing: tuple[RoutingSettings, ...] = ()  # [[routing]], in order
     priority_from_headers: bool = False  # [mail] priority_from_headers
+    cc_participants: bool = True  # [mail] cc_participants: a customer's Cc become participants
+    reopen_days: int = 14  # [lifecycle] reopen_days: a reply to a ticket closed longer ago opens a new one
+    attach_max_bytes: int = 10 * 1024 * 1024  # [notify] attach_max_bytes: larger customer files are a note
 
     @property
     def is_sqlite(self) -> bool:
@@ -423,18 +430,46 @@ class IdentitySettings:
 
     secret: str | None
     generated_file: Path
+    # What earns an agent's mail its identity: "token" (always), and "dmarc" when asked.
+    agent_checks: tuple[str, ...] = ("token",)
+    # authserv-ids whose Authentication-Results headers we believe (our own MTA's), lower-cased.
+    trusted_authserv_ids: tuple[str, ...] = ()
+
+
+AGENT_CHECKS = ("token", "dmarc")  # what earns an agent's mail its identity; "token" is always asked
+_HOST_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9])?)*\.?")
+
+
+def _agent_checks(value: Any) -> str | None:
+    bad = [x for x in value if not isinstance(x, str) or x not in AGENT_CHECKS]
+    if bad:
+        return f"{bad[0]!r} is not a check (one of {', '.join(AGENT_CHECKS)})"
+    return None if "token" in value else 'must contain "token" (the reply token is always checked)'
+
+
+def _hosts(value: Any) -> str | None:
+    bad = [x for x in value if not isinstance(x, str) or not _HOST_RE.fullmatch(x.strip())]
+    return f"{bad[0]!r} is not a host name (the authserv-id your MTA writes, e.g. \"mx.example.com\")" if bad else None
 
 
 def _identity(r: _Reader, data: Mapping[str, Any], base: Path, env: Mapping[str, str]) -> IdentitySettings:
     where = "identity."
     table = r.table(data, "identity")
-    r.unknown(table, {"secret_env", "secret_file", "secret_credential"}, where)
+    r.unknown(table, {"secret_env", "secret_file", "secret_credential", "agent_checks", "trusted_authserv_ids"},
+              where)
     secret = _secret(r, table, where, env, kind="secret")
     if secret is not None and len(secret) < MIN_SECRET_CHARS:
         r.problems.append(f"{where}secret: at least {MIN_SECRET_CHARS} characters are needed "
                           "(e.g. `openssl rand -hex 32`)")
         secret = None
-    return IdentitySettings(secret, base / "secret")
+    checks = tuple(dict.fromkeys(r.get(table, "agent_checks", list, ["token"], where, _agent_checks)))
+    before = len(r.problems)
+    trusted = tuple(dict.fromkeys(x.strip().rstrip(".").lower()
+                                  for x in r.get(table, "trusted_authserv_ids", list, [], where, _hosts)))
+    if "dmarc" in checks and not trusted and len(r.problems) == before:
+        r.problems.append(f'{where}agent_checks: "dmarc" needs {where}trusted_authserv_ids (the authserv-id your '
+                          "MTA writes in Authentication-Results; a sender can write that header too)")
+    return IdentitySettings(secret, base / "secret", checks, trusted)
 
 
 def _resolve(base: Path, value: str) -> Path:
@@ -620,6 +655,29 @@ def _imap(r: _Reader, table: Mapping[str, Any], where: str, base: Path, env: Map
     return settings if len(r.problems) == before else None
 
 
+AGENT_DISPLAY_FIELDS = ("agent", "mailbox")
+
+
+def _agent_display(value: Any) -> str | None:
+    """A format string with only {agent} and {mailbox} in it: the display name of an agent's relayed reply."""
+    allowed = "only {agent} and {mailbox} may appear (write {{ and }} for braces)"
+    if not value.strip():
+        return "must not be empty (e.g. \"{agent} from {mailbox}\")"
+    if any(c in value for c in "\r\n\0"):
+        return "must be one line"
+    try:
+        parts = list(string.Formatter().parse(value))
+    except ValueError as exc:
+        return f"{value!r} is not a format string ({exc}); {allowed}"
+    for _literal, field_name, spec, conversion in parts:
+        if field_name is None:
+            continue
+        if field_name not in AGENT_DISPLAY_FIELDS or spec or conversion:
+            shown = "{" + field_name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            return f"{shown} is not allowed; {allowed}"
+    return None
+
+
 def _mailboxes(r: _Reader, data: Mapping[str, Any], base: Path, env: Mapping[str, str]) -> tuple[MailboxSettings, ...]:
     raw = data.get("mailboxes", [{"address": DEFAULT_ADDRESS, "name": "Support", "queue": "support"}])
     if not isinstance(raw, list) or not raw:
@@ -631,7 +689,7 @@ def _mailboxes(r: _Reader, data: Mapping[str, Any], base: Path, env: Mapping[str
         if not isinstance(entry, dict):
             r.problems.append(f"mailboxes[{i}]: must be a table")
             continue
-        r.unknown(entry, {"address", "name", "queue", "imap"}, where)
+        r.unknown(entry, {"address", "name", "queue", "imap", "agent_display"}, where)
         if "address" not in entry:
             r.problems.append(f"{where}address: required")
             continue
@@ -640,8 +698,9 @@ def _mailboxes(r: _Reader, data: Mapping[str, Any], base: Path, env: Mapping[str
         queue = r.get(entry, "queue", str, "support", where)
         imap_table = r.table(entry, "imap", where)
         imap = _imap(r, imap_table, f"{where}imap.", base, env) if "imap" in entry else None
+        agent_display = r.get(entry, "agent_display", str, "{agent}", where, _agent_display)
         if address:
-            result.append(MailboxSettings(address, name, queue, imap))
+            result.append(MailboxSettings(address, name, queue, imap, agent_display))
     seen: set[str] = set()
     for mailbox in result:
         if mailbox.address in seen:
@@ -676,12 +735,15 @@ def _one_or_more(r: _Reader, table: Mapping[str, Any], key: str, where: str) -> 
     return ()
 
 
-AGENT_KEYS = {"address", "name", "aliases", "skills"}
+AGENT_KEYS = {"address", "name", "aliases", "skills", "language"}
 
 
 def _agents(r: _Reader, data: Mapping[str, Any], support: frozenset[str]) -> tuple[AgentSettings, ...]:
     """[[agents]]: every address and alias belongs to one agent and is none of the support mailboxes."""
     raw = data.get("agents", [])
+    if isinstance(raw, dict):
+        r.problems.append("agents: [[agents]] is the list of agents; attach_max_bytes lives in [notify]")
+        return ()
     if not isinstance(raw, list):
         r.problems.append("agents: must be an array of tables ([[agents]])")
         return ()
@@ -708,6 +770,8 @@ def _agents(r: _Reader, data: Mapping[str, Any], support: frozenset[str]) -> tup
             else:
                 aliases.append(alias.lower())
         skills = _words(r, entry, "skills", where)
+        language = r.get(entry, "language", str, "en", where,
+                         lambda v: None if v in LANGUAGES else f"{v!r}: one of {', '.join(LANGUAGES)}")
         own = [("address", address)] if address else []
         for key, value in own + [("aliases", alias) for alias in aliases]:
             if key == "aliases" and value == address:
@@ -720,7 +784,7 @@ def _agents(r: _Reader, data: Mapping[str, Any], support: frozenset[str]) -> tup
             else:
                 owners[value] = where[:-2]
         if address:
-            result.append(AgentSettings(address, name, tuple(dict.fromkeys(aliases)), skills))
+            result.append(AgentSettings(address, name, tuple(dict.fromkeys(aliases)), skills, language))
     return tuple(result)
 
 
@@ -943,7 +1007,7 @@ def _smtp(r: _Reader, data: Mapping[str, Any], base: Path) -> SmtpListenSettings
 def _build(data: Mapping[str, Any], source: str, base: Path, env: Mapping[str, str], embedded: bool) -> Settings:
     r = _Reader()
     r.unknown(data, {"database", "mailboxes", "agents", "outbound", "smtp", "mail", "templates", "log", "limits",
-                     "identity", "paths", "queues", "routing"}, "")
+                     "identity", "paths", "queues", "routing", "lifecycle", "notify"}, "")
     state_dir = _state_dir(r, data, base, env)
     database_url = _database(r, data, state_dir, env)
     auto_upgrade_default = embedded
@@ -960,8 +1024,17 @@ def _build(data: Mapping[str, Any], source: str, base: Path, env: Mapping[str, s
 
     mail = r.table(data, "mail")
     r.unknown(mail, {"message_id_domain", "subject_tag_prefix", "loop_token", "acknowledge_new", "machine_replies",
-                     "priority_from_headers"}, "mail.")
+                     "priority_from_headers", "cc_participants"}, "mail.")
     priority_from_headers = r.get(mail, "priority_from_headers", bool, False, "mail.")
+    cc_participants = r.get(mail, "cc_participants", bool, True, "mail.")
+
+    lifecycle = r.table(data, "lifecycle")
+    r.unknown(lifecycle, {"reopen_days"}, "lifecycle.")
+    reopen_days = r.get(lifecycle, "reopen_days", int, 14, "lifecycle.", _positive)
+
+    notify = r.table(data, "notify")
+    r.unknown(notify, {"attach_max_bytes"}, "notify.")
+    attach_max_bytes = r.get(notify, "attach_max_bytes", int, 10 * 1024 * 1024, "notify.", _positive)
     machine_replies = r.get(mail, "machine_replies", str, "attach", "mail.",
                             lambda v: None if v in ("attach", "review_ticket") else '"attach" or "review_ticket"')
     limits = _limits(r, data)
@@ -1012,4 +1085,7 @@ def _build(data: Mapping[str, Any], source: str, base: Path, env: Mapping[str, s
         queues=queues,
         routing=routing,
         priority_from_headers=priority_from_headers,
+        cc_participants=cc_participants,
+        reopen_days=reopen_days,
+        attach_max_bytes=attach_max_bytes,
     )

@@ -69,9 +69,10 @@ def toml_value(value: Any) -> str:
 
 @pytest.fixture
 def write_config(tmp_path: Path, database_url: str) -> Callable[..., Path]:
-    """Write a mailticket.toml; ``extra`` is raw TOML appended at the end."""
+    """Write a mailticket.toml; ``extra`` is raw TOML appended at the end; ``agents`` are [[agents]] addresses
+    (none by default: no agent notifications, so a test sees only the mail it is about)."""
 
-    def write(extra: str = "", agents: tuple[str, ...] = ("agent@example.com",),
+    def write(extra: str = "", agents: tuple[str, ...] = (),
               transport: str | None = None) -> Path:
         lines = [
             "[database]",

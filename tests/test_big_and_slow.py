@@ -187,7 +187,7 @@ def slow_pipeline(app: App) -> Pipeline:
                 pass
         return parse(raw)
 
-    return Pipeline(app.db, app.settings, app.clock, app.rules, app.signer,
+    return Pipeline(app.db, app.settings, app.clock, app.rules, app.signer, app.tokens,
                     parse_fn=slow_parse, parse_budget=0.2)
 
 

@@ -178,6 +178,8 @@ class NaiveAutoresponder:
     outbox: list[bytes] = field(default_factory=list)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if ALICE not in [r.lower() for r in envelope.rcpt_tos]:
+            return "250 OK"  # the agents' notifications: their mailboxes are not the robot's
         self.received.append(bytes(envelope.content))
         n = len(self.received)
         self.outbox.append(mail(subject=f"We got your message ({n})", message_id=f"robot-{n}@customer.example",

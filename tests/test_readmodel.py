@@ -28,7 +28,8 @@ from mailticket.store.models import (
 from tests.conftest import ingest, mail
 
 SUMMARY_KEYS = {"number", "subject", "status", "priority", "queue", "requester", "assignee", "needs_review",
-                "created_at", "updated_at", "linked_to", "tags"}
+                "created_at", "updated_at", "linked_to", "tags", "first_response_at", "solved_at", "closed_at",
+                "language"}
 
 
 def _ticket(app: App, raw: bytes) -> int:
@@ -100,7 +101,9 @@ def test_ticket_shows_participants_and_messages_and_none_for_unknown(app: App) -
     assert message["from"] == "alice@customer.example"
     assert message["direction"] == "in"
     assert set(message) == {"message_id", "direction", "from", "from_name", "from_header", "to", "cc", "subject",
-                            "date", "author_role", "verdict", "verdict_reason", "visible_text", "attachments"}
+                            "date", "author_role", "internal", "verified", "verdict", "verdict_reason",
+                            "visible_text", "attachments"}
+    assert (message["author_role"], message["internal"], message["verified"]) == ("customer", False, None)
     json.dumps(data)
 
 

@@ -198,8 +198,10 @@ def test_routing_over_the_live_listener(write_config: WriteConfig, make_app: Mak
             assert len(routed) == 1 and routed[0].rule == "billing"
             assigned = events(srv.app, t.number, "assigned")
             assert [e.data["agent"] for e in assigned if e.data] == [assignee]
-        # the ack is the mail this message caused, named by its rule
-        assert [m["rule"] for m in report["mails"]] == ["acknowledge_new"]
+        # the ack and the agents' notifications are the mails this message caused, named by their rules
+        assert [m["kind"] for m in report["mails"] if m["rule"] == "acknowledge_new"] == ["ack_new"]
+        notified = sorted(m["to"] for m in report["mails"] if m["rule"] == "notify_agents")
+        assert notified == ([assignee] if assignee else sorted(notified)) and notified
 
     with srv.app.db.transaction() as s:
         stopped = s.execute(select(func.count()).select_from(Event).where(Event.rule == "also_invoice")).scalar_one()

@@ -137,7 +137,9 @@ CASES: list[tuple[Rule, str, dict[str, Any], list[Action]]] = [
     (ReopenOnCustomerReply(), "reply to solved", {"created": False, "status": TicketStatus.SOLVED},
      [SetStatus(TicketStatus.OPEN, "customer replied to a solved ticket")]),
     (ReopenOnCustomerReply(), "reply to open", {"created": False, "status": TicketStatus.OPEN}, []),
-    (ReopenOnCustomerReply(), "reply to closed", {"created": False, "status": TicketStatus.CLOSED}, []),
+    # a reply that joined a closed ticket (closed within [lifecycle] reopen_days; older ones get a new ticket)
+    (ReopenOnCustomerReply(), "reply to closed", {"created": False, "status": TicketStatus.CLOSED},
+     [SetStatus(TicketStatus.OPEN, "customer replied to a closed ticket")]),
     (ReopenOnCustomerReply(), "agent reply", {"created": False, "status": TicketStatus.PENDING,
                                              "sender": AGENT, "sender_is_agent": True}, []),
     (ReopenOnCustomerReply(), "auto-reply", {"created": False, "status": TicketStatus.PENDING, "verdict": AUTO}, []),
@@ -199,11 +201,13 @@ def names(rules: list[Rule]) -> list[str]:
 
 
 def test_builtin_rules_order() -> None:
+    agent_rules = ["unverified_agent_mail", "collision", "held_reply", "relay_agent_reply"]
     assert names(builtin_rules(False)) == ["machine_mail", "agent_mail", "not_a_customer", "imported_history",
-                                           "queue_assignment", "acknowledge_new", "reopen_on_reply"]
-    assert names(builtin_rules(True)) == ["machine_mail", "agent_mail", "not_a_customer", "imported_history",
-                                          "priority_from_headers", "queue_assignment", "acknowledge_new",
-                                          "reopen_on_reply"]
+                                           "queue_assignment", "sender_not_verified", "acknowledge_new",
+                                           "reopen_on_reply", *agent_rules, "notify_agents"]
+    assert names(builtin_rules(True, agents=False)) == [
+        "machine_mail", "agent_mail", "not_a_customer", "imported_history", "priority_from_headers",
+        "queue_assignment", "sender_not_verified", "acknowledge_new", "reopen_on_reply", *agent_rules]
     billing = RoutingRule(RoutingSettings("billing", RoutingWhen(), RoutingThen(queue="billing")))
     vip = RoutingRule(RoutingSettings("vip", RoutingWhen(), RoutingThen(priority="high")))
     rules = builtin_rules(True, routing=[billing, vip])
@@ -217,7 +221,8 @@ def test_builtin_rules_order() -> None:
 def test_all_builtin_rules_over_one_human_new_ticket() -> None:
     mail = message(headers=(("X-Priority", "2 (High)"),))
     actions = [a for rule in builtin_rules(True) for a in rule.check(facts(mail=mail))]
-    assert actions == [SetPriority("high"), Assign(None), QueueMail("ack_new", "requester")]
+    assert actions == [SetPriority("high"), Assign(None), QueueMail("ack_new", "requester"),
+                       QueueMail("agent_notify", "agents")]
 
 
 def test_rules_modules_stay_pure() -> None:

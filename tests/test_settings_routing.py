@@ -275,7 +275,7 @@ def test_queue_names_are_unique_and_skills_without_skilled_agents_is_accepted(tm
     ('[[agents]]\naddress = "carol@example.com"\nskills = ["ok", 3]',
      'agents[2] "carol@example.com": skills: must be a list of non-empty strings'),
     ('[[agents]]\naddress = "carol@example.com"\nteam = "x"',
-     'agents[2] "carol@example.com": team: unknown key (known: address, aliases, name, skills)'),
+     'agents[2] "carol@example.com": team: unknown key (known: address, aliases, language, name, skills)'),
     ('[[agents]]\nname = "Nobody"', "agents[2]: address: required"),
     ('[[agents]]\naddress = "carol@example.com"\naliases = ["Carol@example.com"]',
      'agents[2] "carol@example.com": aliases: carol@example.com is the agent\'s own address'),

@@ -117,7 +117,10 @@ def test_the_rules_context_is_the_sample_context() -> None:
     context = mail_context(ticket_number=5, ticket_subject="s", tag="[#5]", status="new",
                            customer=Address("A", "a@customer.example"), mailbox=Address("S", "s@example.com"))
     for sample in sample_contexts():
-        assert {k: set(v) for k, v in sample.items()} == {k: set(v) for k, v in context.items()}
+        assert set(sample) == set(context)
+        for key, value in sample.items():
+            if isinstance(value, dict):
+                assert set(value) == set(context[key]), key
 
 
 # -- run time -----------------------------------------------------------------
@@ -193,7 +196,7 @@ def test_a_queue_in_german_acknowledges_in_german(make_app: Callable[..., App],
                                                   write_config: Callable[..., Path]) -> None:
     config = write_config(extra='[[queues]]\nname = "support"\nlanguage = "de"\n')
     app = make_app(settings_override=load(config))
-    ingest(app, mail(subject="Drucker brennt"))
+    ingest(app, mail(subject="Drucker brennt", body="Drucker brennt.\n"))  # too short to tell: the queue's
     with app.db.transaction() as session:
         row = session.execute(select(OutboxRow).where(OutboxRow.kind == "ack_new")).scalar_one()
     import email

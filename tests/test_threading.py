@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 from sqlalchemy import select
 
 from mailticket.app import App
 from mailticket.domain import Envelope, TicketStatus
+from mailticket.settings import load
 from mailticket.store.models import Message, OutboxRow, RawMessage, Ticket
 from tests.conftest import count, ingest, mail
 
@@ -50,7 +54,9 @@ def test_subject_tag_from_stranger_makes_new_ticket(app: App) -> None:
         assert [m.from_addr for m in original.messages if m.direction == "in"] == ["alice@customer.example"]
 
 
-def test_subject_tag_from_cc_participant_and_agent_join(app: App) -> None:
+def test_subject_tag_from_cc_participant_and_agent_join(make_app: Callable[..., App],
+                                                        write_config: Callable[..., Path]) -> None:
+    app = make_app(settings_override=load(write_config(agents=("agent@example.com",))))
     number, _ = ingest(app, mail(to="support@example.com", headers={"Cc": "Bob <bob@customer.example>"}))
     assert ingest(app, mail(subject=f"[#{number}] more", sender="bob@customer.example")) == (number, "joined")
     assert ingest(app, mail(subject=f"[#{number}] note", sender="agent@example.com")) == (number, "joined")

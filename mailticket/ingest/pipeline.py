@@ -33,13 +33,16 @@ from mailticket.domain import (
     Verdict,
 )
 from mailticket.errors import TemporaryError
+from mailticket.ingest import agentmail
 from mailticket.ingest.bounces import parse_bounce
 from mailticket.ingest.budget import run_with_budget
 from mailticket.ingest.classify import Identity, classify
+from mailticket.ingest.identity import DmarcResult, dmarc_from_headers
+from mailticket.ingest.language import guess_language
 from mailticket.ingest.parse import parse
 from mailticket.ingest.replies import visible_text
 from mailticket.ingest.threads import ThreadMatch, find_thread
-from mailticket.marks import MessageIdSigner
+from mailticket.marks import MessageIdSigner, ReplyTokenSigner
 from mailticket.rules.bounces import record_bounce
 from mailticket.rules.engine import Engine
 from mailticket.rules.facts import Facts
@@ -74,6 +77,18 @@ class _Recognized:
     verdict: Verdict
     bounce: BounceReport | None
     match: ThreadMatch
+    claim: agentmail.AgentClaim | None = None  # the sender is an agent: what their mail proves
+    dmarc: DmarcResult | None = None  # a customer's mail, with trusted_authserv_ids set
+
+
+@dataclass(frozen=True)
+class _Identity:
+    """How far the sender is who they say, for this ticket."""
+
+    verified: bool | None = None  # None: not checked (a customer without trusted_authserv_ids, a new ticket)
+    problem: str = ""  # why an agent's mail is not verified, or a customer's "sender not verified" note
+    collision_with: int | None = None  # the outbound message that went out after the notification answered
+    held: int | None = None  # the held reply this mail answers for (a collision mail's reply address)
 
 
 @dataclass(frozen=True)
@@ -85,7 +100,7 @@ class Preview:
 
 class Pipeline:
     def __init__(self, db: Database, settings: Settings, clock: Clock, rules: Engine,
-                 signer: MessageIdSigner, *, parse_fn: Callable[[bytes], ParsedMail] = parse,
+                 signer: MessageIdSigner, tokens: ReplyTokenSigner, *, parse_fn: Callable[[bytes], ParsedMail] = parse,
                  parse_budget: float | None = PARSE_BUDGET_SECONDS) -> None:
         self._parse_fn = parse_fn
         self._parse_budget = parse_budget  # seconds one message's parse may take; None: unbounded
@@ -94,6 +109,7 @@ class Pipeline:
         self._clock = clock
         self._rules = rules
         self._signer = signer
+        self._tokens = tokens
         self._tag = SubjectTag(settings.subject_tag_prefix)
         self._identity = Identity(settings.message_id_domain, settings.loop_token)
 
@@ -180,12 +196,26 @@ class Pipeline:
         verdict = classify(mail, envelope, self._identity)
         bounce = parse_bounce(mail, set(self._settings.support_addresses)) if verdict.kind == "bounce" else None
         returned = bounce.original_message_id if bounce is not None else ""
-        match = find_thread(session, mail, sender.email, is_agent, self._tag, self._signer, returned)
+        cutoff = self._clock.now() - dt.timedelta(days=self._settings.reopen_days)
+        match = find_thread(session, mail, sender.email, is_agent, self._tag, self._signer, returned, cutoff)
+        agent = self._settings.agent_for(sender.email)
+        claim = None
+        if agent is not None:
+            claim = agentmail.claim_of(session, self._settings, self._tokens, mail, _recipients(mail, envelope),
+                                       agent)
+            named = claim.ticket
+            if named is not None and match.ticket_number is None and session.get(Ticket, named) is not None:
+                # The signed token (or our notification) names the ticket: it holds even when the agent's
+                # client dropped References and the subject tag, and even on a closed ticket.
+                match = ThreadMatch(named, f"the {claim.via} of agent {agent.address} names #{named}", "agent")
         review = self._settings.machine_replies == "review_ticket"
-        if match.ticket_number is not None and not verdict.is_human and review:
+        if match.ticket_number is not None and not verdict.is_human and review and agent is None:
             match = ThreadMatch(None, f"{match.reason}; {verdict.kind} mail goes to a new ticket for review "
                                       "(mail.machine_replies = review_ticket)")
-        return _Recognized(sender, is_agent, verdict, bounce, match)
+        checked = None
+        if agent is None and self._settings.identity.trusted_authserv_ids:
+            checked = dmarc_from_headers(mail, self._settings.identity.trusted_authserv_ids)
+        return _Recognized(sender, is_agent, verdict, bounce, match, claim, checked)
 
     def preview(self, raw: bytes, envelope: Envelope) -> Preview:
         """What processing would see in this message, storing nothing (`mailticket rules test`)."""
@@ -218,7 +248,15 @@ class Pipeline:
             ticket = self._new_ticket(session, mail, sender, self._mailbox(mail, envelope), verdict, now)
         else:
             ticket = session.get_one(Ticket, match.ticket_number)
-        message = self._store_message(session, row, mail, message_id, ticket, sender, is_agent, verdict, now)
+            if is_agent and mail.message_id and self._replayed(session, ticket.number, mail.message_id):
+                repo.add_event(session, now, "replayed", f"<{mail.message_id}> from agent {sender.email} is already "
+                               f"on #{ticket.number}: nothing done again", ticket_number=ticket.number,
+                               raw_id=row.id, message_id=message_id)
+                row.state, row.processed_at, row.ticket_number, row.error = RawState.DONE, now, ticket.number, None
+                return Outcome(row.id, message_id, RawState.DONE, ticket.number, "replayed", str(verdict.kind))
+        identity = self._who(session, seen, mail, ticket, created, row)
+        message = self._store_message(session, row, mail, message_id, ticket, sender, is_agent, verdict, now,
+                                      identity)
         if created or match.joined_by in ("participant", "agent", "tag"):
             # Participants come from the requester and the Cc of a participant's (or agent's) mail,
             # never from a reference alone.
@@ -234,7 +272,10 @@ class Pipeline:
         if bounce is not None:
             record_bounce(session, bounce, ticket.number, message_id, now, self._settings.limits.bounce_suppress_days)
         facts = self._facts(session, mail, seen, envelope, ticket.number if not created else None,
-                            TicketStatus(ticket.status), ticket.mailbox, ticket.queue, ticket_number=ticket.number)
+                            TicketStatus(ticket.status), ticket.mailbox, ticket.queue, ticket_number=ticket.number,
+                            identity=identity, text=message.visible_text)
+        if created and not is_agent and facts.language:
+            ticket.language = facts.language  # the customer's own language, over the queue's
         self._rules.apply(session, ticket=ticket, message=message, facts=facts, raw_id=row.id, now=now)
         row.state = RawState.DONE
         row.processed_at = now
@@ -243,13 +284,38 @@ class Pipeline:
         return Outcome(row.id, message_id, RawState.DONE, ticket.number,
                        "new_ticket" if created else "joined", str(verdict.kind))
 
+    def _who(self, session: Session, seen: _Recognized, mail: ParsedMail, ticket: Ticket, created: bool,
+                  row: RawMessage) -> _Identity:
+        if seen.claim is not None:
+            if created:
+                return _Identity()  # an agent opening a ticket answers nothing: there is nothing to earn
+            problem = agentmail.verify(seen.claim, self._settings, mail, ticket.number, lambda: row.raw)
+            if problem:
+                return _Identity(False, problem)
+            collision = None
+            if seen.claim.issued is not None and seen.claim.held is None:
+                collision = agentmail.reply_sent_since(session, ticket.number, seen.claim.issued, seen.claim.agent)
+            return _Identity(True, "", collision, seen.claim.held)
+        if seen.dmarc is not None and seen.dmarc.verdict != "none":
+            if seen.dmarc.verdict == "pass":
+                return _Identity(True)
+            return _Identity(False, f"sender not verified: {seen.dmarc.detail}")
+        return _Identity()
+
+    @staticmethod
+    def _replayed(session: Session, ticket: int, message_id: str) -> bool:
+        return session.execute(
+            select(Message.id).where(Message.ticket_number == ticket, Message.message_id == message_id,
+                                     Message.direction == Direction.IN).limit(1)
+        ).first() is not None
+
     def _facts(self, session: Session, mail: ParsedMail, seen: _Recognized, envelope: Envelope,
                joined: int | None, status: TicketStatus, mailbox: str, queue: str,
-               ticket_number: int | None = None) -> Facts:
+               ticket_number: int | None = None, identity: _Identity | None = None, text: str = "") -> Facts:
         """What the rules may look at: ``joined`` is the existing ticket the message joins (None: a new one),
         ``ticket_number`` the ticket it is stored on (excluded from "known customer")."""
         sender = seen.sender
-        recipients = [*envelope.recipients, *(a.email for a in mail.to), *(a.email for a in mail.cc)]
+        recipients = _recipients(mail, envelope)
         known = False
         if sender.email:
             query = select(Participant.id).where(Participant.email == sender.email)
@@ -265,11 +331,17 @@ class Pipeline:
             sender_is_agent=seen.is_agent,
             sender_is_support=bool(sender.email) and self._settings.mailbox_for(sender.email) is not None,
             imported=envelope.source == "import",
-            recipients=tuple(dict.fromkeys(r.lower() for r in recipients if r)),
+            recipients=recipients,
             known_customer=known,
             mailbox=mailbox,
             queue=queue,
             acknowledge_new=self._settings.acknowledge_new,
+            verified=identity.verified if identity else None,
+            identity_problem=identity.problem if identity else "",
+            collision_with=identity.collision_with if identity else None,
+            held=identity.held if identity else None,
+            text=text,
+            language=guess_language(mail.header("Content-Language"), text),
         )
 
     def _mailbox(self, mail: ParsedMail, envelope: Envelope) -> MailboxSettings:
@@ -300,7 +372,8 @@ class Pipeline:
         return ticket
 
     def _store_message(self, session: Session, row: RawMessage, mail: ParsedMail, message_id: str, ticket: Ticket,
-                       sender: Address, is_agent: bool, verdict: Verdict, now: dt.datetime) -> Message:
+                       sender: Address, is_agent: bool, verdict: Verdict, now: dt.datetime,
+                       identity: _Identity) -> Message:
         message = Message(
             ticket_number=ticket.number,
             raw_id=row.id,
@@ -322,6 +395,8 @@ class Pipeline:
             verdict=verdict.kind,
             verdict_reason=verdict.reason,
             created_at=now,
+            internal=is_agent and identity.verified is False,  # an unverified agent's mail is a note, never sent
+            verified=identity.verified,
         )
         session.add(message)
         for attachment in mail.attachments:
@@ -341,12 +416,16 @@ class Pipeline:
                           is_agent: bool, created: bool) -> None:
         support = self._settings.support_addresses
         wanted: list[tuple[Address, str]] = []
-        if sender.email and sender.email not in support:
-            wanted.append((sender, "agent" if is_agent else ("requester" if created else "cc")))
-        for address in [*mail.to, *mail.cc][:MAX_PARTICIPANTS_PER_MESSAGE]:
+        if sender.email and sender.email not in support and not is_agent:
+            wanted.append((sender, "requester" if created else "cc"))
+        others = [*mail.to, *mail.cc] if self._settings.cc_participants else []
+        for address in others[:MAX_PARTICIPANTS_PER_MESSAGE]:
+            # Our own addresses and agents never become participants: an agent's reply would Cc them.
             if address.email in support or self._settings.mailbox_for(address.email) is not None:
                 continue
-            wanted.append((address, "agent" if self._settings.is_agent(address.email) else "cc"))
+            if self._settings.is_agent(address.email):
+                continue
+            wanted.append((address, "cc"))
         existing: set[str] = set() if created else set(session.execute(
             select(Participant.email).where(Participant.ticket_number == ticket.number)
         ).scalars())
@@ -390,6 +469,12 @@ class Pipeline:
         else:
             log.info("message <%s> raw=%d ticket=%s decision=%s verdict=%s", outcome.message_id,
                      outcome.raw_id, ticket, outcome.decision, outcome.verdict)
+
+
+def _recipients(mail: ParsedMail, envelope: Envelope) -> tuple[str, ...]:
+    """Envelope recipients, then To and Cc; lower-cased, each once."""
+    every = [*envelope.recipients, *(a.email for a in mail.to), *(a.email for a in mail.cc)]
+    return tuple(dict.fromkeys(r.strip("<>").lower() for r in every if r))
 
 
 def _sender(mail: ParsedMail, envelope_from: str) -> Address:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from mailticket.ingest.htmltext import html_to_text
+from mailticket.marks import REPLY_MARKERS
 
 # A line that starts the quoted original in top-posted replies.
 _QUOTE_HEADERS = [
@@ -24,8 +25,25 @@ _OUTLOOK_NEXT = re.compile(r"^\*?(sent|date|gesendet|datum|envoyé|enviado|invia
 _SIGNATURE = re.compile(r"^-- ?$")
 
 
+_MARKERS = tuple(m.strip("- ").lower() for m in REPLY_MARKERS.values())
+
+
+def _is_marker(line: str) -> bool:
+    """Our "reply above this line" line, in any template language, quoted or not."""
+    text = line.lstrip("> \t").strip("-# *").strip().lower()
+    return bool(text) and any(text == marker for marker in _MARKERS)
+
+
 def _cut_index(lines: list[str]) -> int:
     for i, line in enumerate(lines):
+        if _is_marker(line):
+            # The client's quote header ("On ... wrote:") usually sits just above the quoted marker.
+            j = i
+            while j > 0 and not lines[j - 1].strip():
+                j -= 1
+            if j > 0 and _quote_header(lines, j - 1):
+                return j - 1
+            return i
         stripped = line.strip()
         joined = stripped + " " + lines[i + 1].strip() if i + 1 < len(lines) else stripped
         if any(p.match(stripped) for p in _QUOTE_HEADERS):
@@ -42,6 +60,12 @@ def _cut_index(lines: list[str]) -> int:
         if _SIGNATURE.match(line):
             return i
     return len(lines)
+
+
+def _quote_header(lines: list[str], i: int) -> bool:
+    stripped = lines[i].strip()
+    return any(p.match(stripped) for p in _QUOTE_HEADERS) or (
+        i > 0 and any(p.match(lines[i - 1].strip() + " " + stripped) for p in _QUOTE_HEADERS[2:3]))
 
 
 def visible_text(text: str, html: str = "", from_html: bool = False) -> str:

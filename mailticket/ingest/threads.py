@@ -15,12 +15,14 @@
    or an agent: a stranger quoting someone else's ticket number gets a new
    ticket.
 4. Otherwise a new ticket.
-A closed ticket is never reopened by mail: the message starts a new ticket.
+A ticket closed longer than [lifecycle] reopen_days ago is never reopened by mail: the message starts
+a new ticket linked to it; one closed more recently is joined and reopened.
 Nobody becomes a participant here: references only decide the ticket.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -47,8 +49,10 @@ class _Reference:
 
 def find_thread(
     session: Session, mail: ParsedMail, sender: str, sender_is_agent: bool, tag: SubjectTag,
-    signer: MessageIdSigner, returned_message_id: str = "",
+    signer: MessageIdSigner, returned_message_id: str = "", reopen_cutoff: dt.datetime | None = None,
 ) -> ThreadMatch:
+    """``reopen_cutoff``: a ticket closed at or after it is joined (and reopened); one closed before it, or
+    when None, gets a new ticket linked to it ([lifecycle] reopen_days)."""
     if returned_message_id:
         ours = _our_ticket(session, signer, returned_message_id)
         if ours is not None:
@@ -72,17 +76,18 @@ def find_thread(
         for ref in refs:
             ours = _our_ticket(session, signer, ref.message_id, stored)
             if ours is not None:
-                return _open_or_new(session, ours, f"{ref.header} <{ref.message_id}> is our mail", "ours")
+                return _open_or_new(session, reopen_cutoff, ours, f"{ref.header} <{ref.message_id}> is our mail",
+                                    "ours")
             for number, _direction in stored.get(ref.message_id, []):
                 if sender_is_agent:
-                    return _open_or_new(session, number, f"{ref.header} <{ref.message_id}> from agent {sender}",
-                                        "agent")
+                    return _open_or_new(session, reopen_cutoff, number,
+                                        f"{ref.header} <{ref.message_id}> from agent {sender}", "agent")
                 if number in member:
-                    return _open_or_new(session, number,
+                    return _open_or_new(session, reopen_cutoff, number,
                                         f"{ref.header} <{ref.message_id}> from participant {sender}", "participant")
                 if linked is None:
                     linked = (number, ref.message_id)
-    by_tag = _by_tag(session, mail, sender, sender_is_agent, tag)
+    by_tag = _by_tag(session, mail, sender, sender_is_agent, tag, reopen_cutoff)
     if by_tag.ticket_number is not None or linked is None:
         return by_tag
     number, message_id = linked
@@ -125,7 +130,8 @@ def _our_ticket(session: Session, signer: MessageIdSigner, message_id: str,
     return None
 
 
-def _by_tag(session: Session, mail: ParsedMail, sender: str, sender_is_agent: bool, tag: SubjectTag) -> ThreadMatch:
+def _by_tag(session: Session, mail: ParsedMail, sender: str, sender_is_agent: bool, tag: SubjectTag,
+            reopen_cutoff: dt.datetime | None) -> ThreadMatch:
     number = tag.find(mail.subject)
     if number is None:
         return ThreadMatch(None, "no known Message-ID in In-Reply-To/References and no ticket tag")
@@ -133,17 +139,24 @@ def _by_tag(session: Session, mail: ParsedMail, sender: str, sender_is_agent: bo
     if ticket is None:
         return ThreadMatch(None, f"subject tag {tag.format(number)} names no ticket")
     if sender_is_agent:
-        return _open_or_new(session, number, f"subject tag {tag.format(number)} from agent {sender}", "agent")
+        return _open_or_new(session, reopen_cutoff, number, f"subject tag {tag.format(number)} from agent {sender}",
+                            "agent")
     if number not in _member_of(session, sender, {number}):
         return ThreadMatch(
             None,
             f"subject tag {tag.format(number)} ignored: {sender or 'the sender'} is not a participant of #{number}",
         )
-    return _open_or_new(session, number, f"subject tag {tag.format(number)} from participant {sender}", "tag")
+    return _open_or_new(session, reopen_cutoff, number,
+                        f"subject tag {tag.format(number)} from participant {sender}", "tag")
 
 
-def _open_or_new(session: Session, number: int, why: str, joined_by: str) -> ThreadMatch:
+def _open_or_new(session: Session, reopen_cutoff: dt.datetime | None, number: int, why: str,
+                 joined_by: str) -> ThreadMatch:
     ticket = session.get(Ticket, number)
     if ticket is not None and ticket.status == TicketStatus.CLOSED:
-        return ThreadMatch(None, f"{why} matches #{number}, which is closed: new ticket", linked_to=number)
+        recent = reopen_cutoff is not None and ticket.closed_at is not None and ticket.closed_at >= reopen_cutoff
+        if not recent:
+            return ThreadMatch(None, f"{why} matches #{number}, which is closed (longer than [lifecycle] "
+                                     "reopen_days): new ticket, linked to it", linked_to=number)
+        return ThreadMatch(number, f"{why} matches #{number}, closed recently: reopened", joined_by)
     return ThreadMatch(number, f"{why} matches #{number}", joined_by)

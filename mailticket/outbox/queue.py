@@ -15,19 +15,25 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from mailticket.domain import Address, Direction, OutboxState, Role, SubjectTag
+from mailticket.domain import Address, Attachment, Direction, OutboxState, Role, SubjectTag
 from mailticket.marks import MessageIdSigner
 from mailticket.outbox.compose import Composed, compose
-from mailticket.outbox.render import Renderer, RenderError, mail_context
+from mailticket.outbox.render import AttachmentLine, Renderer, RenderError, mail_context
 from mailticket.settings import Settings
 from mailticket.store.models import Message, OutboxRow, Ticket
 from mailticket.text import clean_line
 
 log = logging.getLogger(__name__)
+
+
+def _date(message: Message) -> str:
+    when = message.date or message.created_at
+    return when.strftime("%Y-%m-%d %H:%M UTC") if when is not None else ""
 
 
 class OutboxWriter:
@@ -38,19 +44,84 @@ class OutboxWriter:
         self._loop_token = settings.loop_token
         self._tag = SubjectTag(settings.subject_tag_prefix)
 
+    def mailbox_of(self, ticket: Ticket) -> Address:
+        mailbox = self._settings.mailbox_for(ticket.mailbox) or self._settings.mailboxes[0]
+        return Address(mailbox.name, mailbox.address)
+
+    def customer_language(self, ticket: Ticket) -> str:
+        """The ticket's customer's language: their own when their mail said so, else the queue's, else en."""
+        if ticket.language:
+            return ticket.language
+        queue = self._settings.queue_for(ticket.queue)
+        return queue.language if queue else "en"
+
+    def _context(self, ticket: Ticket, customer: Address, **parts: Any) -> dict[str, Any]:
+        return mail_context(ticket_number=ticket.number, ticket_subject=ticket.subject,
+                            tag=self._tag.format(ticket.number), status=ticket.status, customer=customer,
+                            mailbox=self.mailbox_of(ticket), priority=ticket.priority, queue=ticket.queue,
+                            requester=Address(ticket.requester_name, ticket.requester), linked_to=ticket.linked_to,
+                            **parts)
+
+    def _subject(self, ticket: Ticket) -> str:
+        return f"{self._tag.format(ticket.number)} {ticket.subject}"
+
     def ticket_mail(self, session: Session, *, kind: str, ticket: Ticket, recipient: Address,
                     answering: Message | None, caused_by: int | None, now: dt.datetime) -> OutboxRow:
-        """A templated mail about a ticket, from the ticket's support mailbox: subject, tag and context
-        are made here, the one place that knows them. ValueError for an address no header can carry."""
-        mailbox = self._settings.mailbox_for(ticket.mailbox) or self._settings.mailboxes[0]
-        sender = Address(mailbox.name, mailbox.address)
-        tag = self._tag.format(ticket.number)
-        context = mail_context(ticket_number=ticket.number, ticket_subject=ticket.subject, tag=tag,
-                               status=ticket.status, customer=recipient, mailbox=sender)
-        queue = self._settings.queue_for(ticket.queue)
-        return self.queue(session, kind=kind, ticket=ticket, sender=sender, recipient=recipient,
-                          subject=f"{tag} {ticket.subject}", context=context, answering=answering,
-                          caused_by=caused_by, now=now, language=queue.language if queue else "en")
+        """A templated mail to the customer about a ticket (the acknowledgement), from its support mailbox:
+        subject, tag and context are made here, the one place that knows them. ValueError for an address
+        no header can carry."""
+        context = self._context(ticket, recipient)
+        return self.queue(session, kind=kind, ticket=ticket, sender=self.mailbox_of(ticket), recipient=recipient,
+                          subject=self._subject(ticket), context=context, answering=answering,
+                          caused_by=caused_by, now=now, language=self.customer_language(ticket))
+
+    def notify_agent(self, session: Session, *, ticket: Ticket, about: Message, agent: Address, language: str,
+                     reply_to: str, attachments: Sequence[Attachment], lines: Sequence[AttachmentLine],
+                     note: str, is_new: bool, caused_by: int | None, now: dt.datetime) -> OutboxRow:
+        """A notification: From "Customer via Mailbox", Reply-To the agent's signed reply address."""
+        mailbox = self.mailbox_of(ticket)
+        customer = Address(about.from_name, about.from_addr)
+        who = about.from_name or about.from_addr or "(sender unknown)"
+        context = self._context(ticket, customer, agent=agent, message_from=customer, message_text=about.visible_text,
+                                verified=about.verified, note=note,
+                                is_new_ticket=is_new, date=_date(about), attachments=lines,
+                                language=language)
+        return self.queue(session, kind="agent_notify", ticket=ticket, sender=Address(f"{who} via {mailbox.name}",
+                          mailbox.email), recipient=agent, subject=self._subject(ticket), context=context,
+                          answering=about, caused_by=caused_by, now=now, language=language,
+                          reply_to=Address(mailbox.name, reply_to), attachments=attachments,
+                          auto_submitted="auto-generated", internal=True)
+
+    def relay_reply(self, session: Session, *, ticket: Ticket, text: Message, agent: Address, recipient: Address,
+                    cc: Sequence[Address], answering: Message | None, attachments: Sequence[Attachment],
+                    caused_by: int | None, now: dt.datetime) -> OutboxRow:
+        """An agent's reply to the customer: From "<agent display>" <support@>, no Auto-Submitted."""
+        mailbox_settings = self._settings.mailbox_for(ticket.mailbox) or self._settings.mailboxes[0]
+        display = mailbox_settings.agent_display.format(agent=agent.name or agent.email, mailbox=mailbox_settings.name)
+        language = self.customer_language(ticket)
+        context = self._context(ticket, recipient, agent=agent, message_from=agent, message_text=text.visible_text,
+                                verified=True, date=_date(text), language=language)
+        return self.queue(session, kind="agent_reply", ticket=ticket, sender=Address(display, mailbox_settings.address),
+                          recipient=recipient, subject=self._subject(ticket), context=context, answering=answering,
+                          caused_by=caused_by, now=now, language=language, cc=cc, attachments=attachments,
+                          auto_submitted="", author_role=Role.AGENT)
+
+    def to_agent(self, session: Session, *, kind: str, ticket: Ticket, about: Message, agent: Address,
+                 language: str, reason: str = "", sent: Message | None = None, reply_to: str | None = None,
+                 caused_by: int | None, now: dt.datetime) -> OutboxRow:
+        """identity_refused and collision: to the agent's configured address, about their own mail."""
+        mailbox = self.mailbox_of(ticket)
+        customer = Address(ticket.requester_name, ticket.requester)
+        context = self._context(
+            ticket, customer, agent=agent, message_from=Address(about.from_name, about.from_addr),
+            message_text=about.visible_text, verified=about.verified, date=_date(about), language=language,
+            reason=reason, sent_from_name=(sent.from_name or sent.from_addr) if sent else "",
+            sent_text=sent.visible_text if sent else "", sent_date=_date(sent) if sent else "",
+            held_text=about.visible_text if kind == "collision" else "")
+        return self.queue(session, kind=kind, ticket=ticket, sender=mailbox, recipient=agent,
+                          subject=f"{self._subject(ticket)}", context=context, answering=about, caused_by=caused_by,
+                          now=now, language=language, reply_to=Address(mailbox.name, reply_to) if reply_to else None,
+                          auto_submitted="auto-generated", internal=True)
 
     def queue(
         self,
@@ -66,6 +137,12 @@ class OutboxWriter:
         now: dt.datetime,
         caused_by: int | None = None,
         language: str = "en",
+        cc: Sequence[Address] = (),
+        reply_to: Address | None = None,
+        attachments: Sequence[Attachment] = (),
+        auto_submitted: str = "auto-replied",
+        internal: bool = False,
+        author_role: Role = Role.SYSTEM,
     ) -> OutboxRow:
         """The queued row; a row in state 'failed' (``last_error`` says why) when the templates fail."""
         try:
@@ -84,11 +161,16 @@ class OutboxWriter:
             now=now,
             in_reply_to=answering.message_id if answering is not None else "",
             references=tuple(answering.references) if answering is not None else (),
+            reply_to=reply_to,
+            cc=cc,
+            attachments=attachments,
+            auto_submitted=auto_submitted,
         )
         row = OutboxRow(
             ticket_number=ticket.number,
             kind=kind,
             to_addr=recipient.email,
+            cc_addrs=[a.email for a in cc],
             subject=composed.subject,
             message_id=composed.message_id,
             content=composed.content,
@@ -109,16 +191,17 @@ class OutboxWriter:
                 from_addr=sender.email,
                 from_name=sender.name,
                 to_addrs=[recipient.email],
-                cc_addrs=[],
+                cc_addrs=[a.email for a in cc],
                 subject=composed.subject,
                 date=now,
                 text=text,
                 visible_text=text,
                 html=html,
-                author_role=Role.SYSTEM,
+                author_role=author_role,
                 verdict="",
                 verdict_reason=f"outbound {kind}",
                 created_at=now,
+                internal=internal,
             )
         )
         return row
@@ -129,6 +212,7 @@ class OutboxWriter:
             ticket_number=ticket.number,
             kind=kind,
             to_addr=recipient.email,
+            cc_addrs=[],
             subject=clean_line(subject)[:900],
             message_id=self._signer.new(ticket.number),
             content=b"",  # nothing was rendered: never sendable, not even by `outbox retry`

@@ -17,6 +17,8 @@ with the same one line; the outbox records it instead of losing the ticket.
 from __future__ import annotations
 
 import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from mailticket.domain import Address
 from mailticket.errors import ConfigError, MailticketError
+from mailticket.marks import REPLY_MARKERS
 
 SUFFIXES = ("txt", "html")  # every kind has both; render() returns them in this order
 DEFAULT_LANGUAGE = "en"  # name.txt.j2; other languages are name.<lang>.txt.j2 (each shipped template has "de")
@@ -48,21 +51,79 @@ class RenderError(MailticketError):
     """A template could not be rendered; ``str()`` is one line naming the file, the line and the cause."""
 
 
+
+
+def reply_marker(language: str) -> str:
+    """The "reply above this line" line in ``language``; English for a language without its own."""
+    return REPLY_MARKERS.get(language, REPLY_MARKERS[DEFAULT_LANGUAGE])
+
+
+def file_language(filename: str) -> str:
+    """The language of a template file: ``ack_new.de.txt.j2`` is "de", ``ack_new.txt.j2`` is English."""
+    parts = Path(filename).name.split(".")
+    return parts[1] if len(parts) == 4 else DEFAULT_LANGUAGE
+
+
+@dataclass(frozen=True)
+class AttachmentLine:
+    """One attachment as a mail lists it; ``attached`` False means over the size limit, only named."""
+
+    filename: str
+    size: int
+    attached: bool = True
+
+
 def mail_context(*, ticket_number: int, ticket_subject: str, tag: str, status: str, customer: Address,
-                 mailbox: Address) -> dict[str, Any]:
-    """The context every mail template renders with (the single definition of its keys)."""
+                 mailbox: Address, priority: str = "", queue: str = "", requester: Address | None = None,
+                 linked_to: int | None = None, agent: Address | None = None, message_from: Address | None = None,
+                 message_text: str = "", verified: bool | None = None, note: str = "", is_new_ticket: bool = False,
+                 date: str = "", attachments: Sequence[AttachmentLine] = (), language: str = DEFAULT_LANGUAGE,
+                 reason: str = "", sent_from_name: str = "", sent_text: str = "", sent_date: str = "",
+                 held_text: str = "") -> dict[str, Any]:
+    """The context every mail template renders with (the single definition of its keys).
+
+    Every kind renders from this one shape; what a kind does not need stays at its neutral default.
+    ``requester`` defaults to ``customer``; ``message_from`` (who wrote the mail this one is about) to
+    nobody. ``marker`` is the reply marker of ``language``; ``Renderer.render`` sets it to the marker of
+    the language of the file it actually renders, so a fallback to English carries the English marker.
+    """
+    requester = requester if requester is not None else customer
+    agent = agent if agent is not None else Address("", "")
+    message_from = message_from if message_from is not None else Address("", "")
     return {
-        "ticket": {"number": ticket_number, "subject": ticket_subject, "tag": tag, "status": status},
+        "ticket": {"number": ticket_number, "subject": ticket_subject, "tag": tag, "status": status,
+                   "priority": priority, "queue": queue, "requester": requester.email,
+                   "requester_name": requester.name, "linked_to": linked_to},
         "customer": {"name": customer.name, "email": customer.email},
         "mailbox": {"name": mailbox.name, "address": mailbox.email},
+        "agent": {"name": agent.name, "email": agent.email},
+        "message": {"from_name": message_from.name, "from_email": message_from.email, "text": message_text,
+                    "verified": verified, "note": note, "is_new_ticket": is_new_ticket, "date": date},
+        "attachments": [{"filename": a.filename, "size": a.size, "attached": a.attached} for a in attachments],
+        "marker": reply_marker(language),
+        "reason": reason,
+        "sent": {"from_name": sent_from_name, "text": sent_text, "date": sent_date},
+        "held_text": held_text,
     }
 
 
 def sample_contexts() -> list[dict[str, Any]]:
     """Contexts for the start-up check: every value filled in, then every optional value empty."""
-    full = mail_context(ticket_number=1234, ticket_subject="Printer on fire", tag="[#1234]", status="new",
-                        customer=Address("Alice Customer", "alice@customer.example"),
-                        mailbox=Address("Example Support", "support@example.com"))
+    full = mail_context(
+        ticket_number=1234, ticket_subject="Printer on fire", tag="[#1234]", status="new",
+        customer=Address("Alice Customer", "alice@customer.example"),
+        mailbox=Address("Example Support", "support@example.com"),
+        priority="high", queue="support", requester=Address("Alice Customer", "alice@customer.example"),
+        linked_to=1200, agent=Address("Bob Agent", "bob@example.com"),
+        message_from=Address("Alice Customer", "alice@customer.example"),
+        message_text="Hello,\n\nthe printer on floor 2 is on fire.\n\nAlice",
+        verified=False, note="sender not verified: dmarc=fail (p=reject) for customer.example",
+        is_new_ticket=True, date="2024-05-01 09:30 +0200",
+        attachments=[AttachmentLine("photo.jpg", 245_760, True), AttachmentLine("video.mp4", 52_428_800, False)],
+        reason="the reply came from bob@elsewhere.example, not from the agent's address bob@example.com",
+        sent_from_name="Carol Agent", sent_text="Hello Alice,\n\nthe fire brigade is on its way.\n\nCarol",
+        sent_date="2024-05-01 09:41 +0200", held_text="Hi Alice,\n\nplease unplug the printer.\n\nBob",
+    )
     bare = mail_context(ticket_number=1, ticket_subject="", tag="[#1]", status="open",
                         customer=Address("", "alice@customer.example"),
                         mailbox=Address("", "support@example.com"))
@@ -121,13 +182,14 @@ class Renderer:
         template: Template | None = None
         try:
             template = self._env.get_template(filename)
-            return template.render(context)
+            return template.render({**context, "marker": reply_marker(file_language(filename))})
         except Exception as exc:  # any failure inside a template is the template's, named as such
             raise RenderError(describe(filename, exc, template.filename if template else None)) from exc
 
     def render(self, name: str, context: dict[str, Any], language: str = DEFAULT_LANGUAGE) -> tuple[str, str]:
         """(text, html) for template ``name`` in ``language``: ``name.de.txt.j2`` and ``name.de.html.j2``
-        when they exist, else the English ``name.txt.j2`` and ``name.html.j2``; RenderError on failure."""
+        when they exist, else the English ``name.txt.j2`` and ``name.html.j2``; RenderError on failure.
+        ``marker`` is set to the reply marker of the language of the file rendered."""
         text, html = (self._render_file(self._localized(name, suffix, language), context) for suffix in SUFFIXES)
         return text, html
 
@@ -167,7 +229,7 @@ class Renderer:
                         problems.extend(found)
                         continue
                     for sample in samples:
-                        template.render(sample)
+                        template.render({**sample, "marker": reply_marker(file_language(filename))})
                 except Exception as exc:
                     problem = describe(filename, exc, template.filename if template else None)
                     if problem not in problems:

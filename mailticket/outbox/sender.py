@@ -74,6 +74,7 @@ class _Claim:
     to_addr: str
     content: bytes
     attempts: int  # also the token of this attempt: a row re-claimed after its lease is not ours
+    cc: tuple[str, ...] = ()  # more envelope recipients (the Cc of an agent's relayed reply)
 
 
 class Sender:
@@ -157,7 +158,7 @@ class Sender:
             row.state = OutboxState.SENDING
             row.attempts += 1
             row.next_attempt_at = now + self.lease
-            return _Claim(row.id, row.to_addr, row.content, row.attempts)
+            return _Claim(row.id, row.to_addr, row.content, row.attempts, tuple(row.cc_addrs or ()))
 
     def _send_one(self, transport: Transport, claim: _Claim) -> tuple[str, bool]:
         """Send one claimed row; (outcome, whether the transport must be replaced)."""
@@ -169,7 +170,7 @@ class Sender:
             handed_over = True
 
         try:
-            transport.send(self._envelope_from, [claim.to_addr], claim.content, on_handover)
+            transport.send(self._envelope_from, [claim.to_addr, *claim.cc], claim.content, on_handover)
         except PermanentError as exc:
             log.warning("outbox #%d to %s failed: %s", claim.row_id, claim.to_addr, exc)
             return self._record(claim, handed_over, OutboxState.FAILED, str(exc), "failed"), False

@@ -15,7 +15,10 @@ from typing import Any
 
 from mailticket.domain import TicketStatus
 
-AUDIENCES = ("requester",)  # who a QueueMail goes to; the agents issue adds assignee and queue agents
+# Who a QueueMail goes to: the requester alone (acknowledgements); the customer side (To the requester,
+# Cc the other participants); the agents to notify (the assignee, else the queue's agents, else every
+# agent; never one who is away); the agent who wrote this mail (at their configured address).
+AUDIENCES = ("requester", "customer", "agents", "sender_agent")
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,26 @@ class NoAcknowledgement:
 
 
 @dataclass(frozen=True)
+class Internal:
+    """This mail becomes an internal note: kept on the ticket for agents, never sent to the customer."""
+
+    reason: str
+
+    def describe(self) -> str:
+        return f"internal note: {self.reason}"
+
+
+@dataclass(frozen=True)
+class Discard:
+    """The held reply this mail answers for is dropped (its collision mail was answered with #discard)."""
+
+    reason: str
+
+    def describe(self) -> str:
+        return f"discard the held reply: {self.reason}"
+
+
+@dataclass(frozen=True)
 class Stop:
     """Later routing rules do not run (``stop = true``)."""
 
@@ -101,7 +124,7 @@ class Stop:
 
 
 Action = (SetQueue | SetPriority | AddTags | Assign | QueueMail | SetStatus | KeepStatus | Hold | NoAcknowledgement
-          | Stop)
+          | Internal | Discard | Stop)
 
 
 def as_data(action: Action) -> dict[str, Any]:

@@ -11,7 +11,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from mailticket.domain import TicketStatus
-from mailticket.rules.actions import Action, Assign, KeepStatus, NoAcknowledgement, QueueMail, SetPriority, SetStatus
+from mailticket.rules.actions import (
+    Action,
+    Assign,
+    Discard,
+    Internal,
+    KeepStatus,
+    NoAcknowledgement,
+    QueueMail,
+    SetPriority,
+    SetStatus,
+)
 from mailticket.rules.base import Rule
 from mailticket.rules.facts import Facts
 
@@ -145,22 +155,128 @@ class AcknowledgeNew:
 @dataclass(frozen=True)
 class ReopenOnCustomerReply:
     name: str = field(default="reopen_on_reply", init=False)
-    description: str = field(default="a customer's reply reopens a pending or solved ticket", init=False)
+    description: str = field(default="a customer's reply reopens a pending, solved or recently closed ticket",
+                             init=False)
     group: str = field(default=REACTION, init=False)
 
     def check(self, facts: Facts) -> list[Action]:
         if facts.created or facts.machine or facts.sender_is_agent:
             return []
-        if facts.status in (TicketStatus.PENDING, TicketStatus.SOLVED):
+        if facts.status in (TicketStatus.PENDING, TicketStatus.SOLVED, TicketStatus.CLOSED):
             return [SetStatus(TicketStatus.OPEN, f"customer replied to a {facts.status} ticket")]
         return []
 
 
-def builtin_rules(priority_from_headers: bool, routing: Sequence[Rule] = ()) -> list[Rule]:
+def _answers_ticket(facts: Facts) -> bool:
+    """An agent's own (human) mail on an existing ticket."""
+    return not facts.created and facts.sender_is_agent and not facts.machine
+
+
+@dataclass(frozen=True)
+class SenderNotVerified:
+    name: str = field(default="sender_not_verified", init=False)
+    description: str = field(default="a customer mail whose domain says it is forged (dmarc=fail) changes nothing "
+                                     "and gets no acknowledgement", init=False)
+    group: str = field(default=REACTION, init=False)
+
+    def check(self, facts: Facts) -> list[Action]:
+        if facts.sender_is_agent or facts.verified is not False:
+            return []
+        return [NoAcknowledgement(facts.identity_problem), KeepStatus(facts.identity_problem)]
+
+
+@dataclass(frozen=True)
+class UnverifiedAgentMail:
+    name: str = field(default="unverified_agent_mail", init=False)
+    description: str = field(default="an agent's mail that did not earn its identity is a note: relayed nowhere, "
+                                      "executed never; the agent is told why", init=False)
+    group: str = field(default=REACTION, init=False)
+
+    def check(self, facts: Facts) -> list[Action]:
+        if not _answers_ticket(facts) or facts.verified is not False:
+            return []
+        return [Internal(f"unverified: {facts.identity_problem}"),
+                KeepStatus("an unverified agent mail changes nothing"),
+                QueueMail("identity_refused", "sender_agent")]
+
+
+@dataclass(frozen=True)
+class AgentCollision:
+    name: str = field(default="collision", init=False)
+    description: str = field(default="an agent's reply to a notification that another reply overtook is held; "
+                                      "the agent gets what went out and a reply address to send it anyway",
+                             init=False)
+    group: str = field(default=REACTION, init=False)
+
+    def check(self, facts: Facts) -> list[Action]:
+        if not _answers_ticket(facts) or not facts.verified or facts.collision_with is None or facts.held:
+            return []
+        return [Internal("held: another reply went out after the notification it answers"),
+                KeepStatus("a held reply changes nothing until it is sent"),
+                QueueMail("collision", "sender_agent")]
+
+
+@dataclass(frozen=True)
+class HeldReply:
+    name: str = field(default="held_reply", init=False)
+    description: str = field(default="an answer to a collision mail sends the held reply as it stands "
+                                      "(only #discard drops it)", init=False)
+    group: str = field(default=REACTION, init=False)
+
+    def check(self, facts: Facts) -> list[Action]:
+        if not _answers_ticket(facts) or not facts.verified or facts.held is None:
+            return []
+        if facts.text.strip().lower() == "#discard":
+            return [Internal("the answer to a collision mail"), Discard("the agent answered #discard"),
+                    KeepStatus("a discarded reply changes nothing")]
+        actions: list[Action] = [Internal("the answer to a collision mail: the held reply is sent"),
+                                 QueueMail("agent_reply", "customer")]
+        if facts.status == TicketStatus.NEW:
+            actions.append(SetStatus(TicketStatus.OPEN, "an agent answered"))
+        return actions
+
+
+@dataclass(frozen=True)
+class RelayAgentReply:
+    name: str = field(default="relay_agent_reply", init=False)
+    description: str = field(default="a verified agent's reply goes to the customer from the support address",
+                             init=False)
+    group: str = field(default=REACTION, init=False)
+
+    def check(self, facts: Facts) -> list[Action]:
+        if not _answers_ticket(facts) or facts.verified is not True or facts.collision_with is not None:
+            return []
+        if facts.held is not None:
+            return []
+        actions: list[Action] = [QueueMail("agent_reply", "customer")]
+        if facts.status == TicketStatus.NEW:
+            actions.append(SetStatus(TicketStatus.OPEN, "an agent answered"))
+        return actions
+
+
+@dataclass(frozen=True)
+class NotifyAgents:
+    name: str = field(default="notify_agents", init=False)
+    description: str = field(default="a customer's new ticket or reply notifies the assignee, else the queue's "
+                                      "agents", init=False)
+    group: str = field(default=REACTION, init=False)
+
+    def check(self, facts: Facts) -> list[Action]:
+        if facts.machine or facts.sender_is_agent or facts.sender_is_support:
+            return []
+        if facts.imported:
+            return []
+        return [QueueMail("agent_notify", "agents")]
+
+
+def builtin_rules(priority_from_headers: bool, routing: Sequence[Rule] = (), agents: bool = True) -> list[Rule]:
     """The reactions in the order they run; ``routing`` goes after the priority read from the headers."""
     rules: list[Rule] = [MachineMail(), AgentMail(), NotACustomer(), ImportedHistory()]
     if priority_from_headers:
         rules.append(PriorityFromHeaders())
     rules.extend(routing)
-    rules.extend([QueueAssignment(), AcknowledgeNew(), ReopenOnCustomerReply()])
+    rules.extend([QueueAssignment(), SenderNotVerified(), AcknowledgeNew(), ReopenOnCustomerReply(),
+                  UnverifiedAgentMail(), AgentCollision(), HeldReply(), RelayAgentReply()])
+    if agents:  # an install without [[agents]] acknowledges and stores; nobody to notify
+        rules.append(NotifyAgents())
     return rules

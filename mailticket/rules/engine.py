@@ -16,13 +16,13 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from mailticket.domain import Address, OutboxState
-from mailticket.outbox.queue import OutboxWriter
 from mailticket.rules.actions import (
     Action,
     AddTags,
     Assign,
+    Discard,
     Hold,
+    Internal,
     KeepStatus,
     NoAcknowledgement,
     QueueMail,
@@ -35,7 +35,7 @@ from mailticket.rules.actions import (
 from mailticket.rules.assign import Assigner
 from mailticket.rules.base import Rule
 from mailticket.rules.facts import Facts
-from mailticket.rules.limits import AutoMailGate
+from mailticket.rules.mailing import Mailer
 from mailticket.rules.routing import RoutingRule
 from mailticket.settings import Settings
 from mailticket.store import repo
@@ -66,6 +66,8 @@ class Decision:
     hold: tuple[str, Hold] | None = None
     no_ack: tuple[str, NoAcknowledgement] | None = None
     mails: list[tuple[str, QueueMail]] = field(default_factory=list)
+    internal: tuple[str, Internal] | None = None
+    discard: tuple[str, Discard] | None = None
 
     @property
     def acknowledges(self) -> bool:
@@ -112,17 +114,20 @@ def _resolve(decision: Decision, rule: Rule, action: Action, stopped: set[str]) 
     elif isinstance(action, QueueMail):
         if all(m.kind != action.kind for _r, m in decision.mails):
             decision.mails.append((name, action))
+    elif isinstance(action, Internal):
+        decision.internal = decision.internal or (name, action)
+    elif isinstance(action, Discard):
+        decision.discard = decision.discard or (name, action)
     elif isinstance(action, Stop):
         stopped.add(rule.group)
 
 
 class Engine:
-    def __init__(self, settings: Settings, rules: Sequence[Rule], outbox: OutboxWriter, assigner: Assigner) -> None:
+    def __init__(self, settings: Settings, rules: Sequence[Rule], mailer: Mailer, assigner: Assigner) -> None:
         self._settings = settings
         self.rules = list(rules)
-        self._outbox = outbox
+        self._mailer = mailer
         self._assigner = assigner
-        self._gate = AutoMailGate(settings.limits)
 
     def apply(self, session: Session, *, ticket: Ticket, message: Message, facts: Facts, raw_id: int | None,
               now: dt.datetime) -> Decision:
@@ -136,6 +141,7 @@ class Engine:
         if facts.created:
             self._route(session, decision, ticket, record, now)
         self._status(decision, ticket, record)
+        self._notes(session, decision, message, record)
         self._mail(session, decision, ticket, message, facts, raw_id, record, now)
         return decision
 
@@ -231,6 +237,16 @@ class Engine:
             record("assigned" if choice.agent else "unassigned", choice.reason, rule=decision.auto_assign,
                    data={"agent": choice.agent, "strategy": choice.strategy})
 
+    def _notes(self, session: Session, decision: Decision, message: Message, record: _Recorder) -> None:
+        if decision.internal is not None:
+            rule, note = decision.internal
+            message.internal = True
+            record("internal", f"kept as an internal note: {note.reason}", rule=rule, data={"reason": note.reason})
+        if decision.discard is not None:
+            rule, discard = decision.discard
+            record("discarded", f"the held reply is dropped: {discard.reason}", rule=rule,
+                   data={"reason": discard.reason})
+
     def _status(self, decision: Decision, ticket: Ticket, record: _Recorder) -> None:
         if decision.keep_status is not None:
             rule, keep = decision.keep_status
@@ -253,38 +269,16 @@ class Engine:
                 if blocked:
                     record.refused(ACK, *blocked)
                     continue
-            self._queue(session, rule, mail, ticket, message, raw_id, record, now)
+            if mail.kind == "agent_notify" and decision.hold is not None:
+                record("suppressed", "agent_notify: held for an admin", rule=decision.hold[0])
+                continue
+            self._mailer.send(session, rule, mail, ticket, message, facts, raw_id, record, now)
         if facts.created and not asked:
             if blocked:
                 record.refused(ACK, *blocked)
             elif facts.verdict.is_human:
                 reason = "acknowledgements are off (mail.acknowledge_new = false) and no routing rule asked for one"
                 record("suppressed", f"{ACK}: {reason}", data={"what": ACK, "reason": reason})
-
-    def _queue(self, session: Session, rule: str, mail: QueueMail, ticket: Ticket, message: Message,
-               raw_id: int | None, record: _Recorder, now: dt.datetime) -> None:
-        recipient = Address(ticket.requester_name, ticket.requester)
-        refusal = self._gate.refusal(session, kind=mail.kind, ticket_number=ticket.number,
-                                     recipient=recipient.email, now=now)
-        if refusal is None and not recipient.email:
-            refusal = "the requester's address is unknown"
-        if refusal is not None:
-            record("suppressed", f"{mail.kind}: {refusal}", rule=rule, data={"what": mail.kind, "reason": refusal})
-            return
-        try:
-            row = self._outbox.ticket_mail(session, kind=mail.kind, ticket=ticket, recipient=recipient,
-                                           answering=message, caused_by=raw_id, now=now)
-        except ValueError as exc:  # an address we cannot write a header for
-            record("suppressed", f"{mail.kind}: {exc}", rule=rule, data={"what": mail.kind, "reason": str(exc)})
-            return
-        session.flush()  # the row's id, for the event
-        data = {"kind": mail.kind, "to": recipient.email}
-        if row.state == OutboxState.FAILED:  # the templates failed: the ticket stands, the mail does not go
-            record("queue_failed", f"{mail.kind} to {recipient.email} not sent (outbox <{row.message_id}> failed): "
-                   f"{row.last_error}", rule=rule, outbox_id=row.id, data=data)
-            return
-        record("queued", f"{mail.kind} to {recipient.email} as <{row.message_id}>: rule {rule}", rule=rule,
-               outbox_id=row.id, data=data)
 
 
 class _Recorder:

@@ -26,6 +26,14 @@ class Facts:
     mailbox: str = ""  # the support address the message came to
     queue: str = ""  # that mailbox's queue, before any routing
     acknowledge_new: bool = True  # [mail] acknowledge_new
+    # Identity: an agent's mail answering a ticket is verified or not (identity_problem says why); a
+    # customer's is False when a trusted Authentication-Results says dmarc=fail; None: not checked.
+    verified: bool | None = None
+    identity_problem: str = ""
+    collision_with: int | None = None  # another public reply went out after the notification answered
+    held: int | None = None  # this mail answers the collision mail of that held reply
+    text: str = ""  # the visible text of the mail
+    language: str | None = None  # what the mail says its language is (Content-Language, else a guess)
 
     @property
     def machine(self) -> bool:

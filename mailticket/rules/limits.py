@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from mailticket.settings import LimitSettings
 from mailticket.store.models import AddressSuppression, OutboxRow
 
-AUTO_KINDS = frozenset({"ack_new", "reminder", "escalation", "survey", "auto_close"})
+AUTO_KINDS = frozenset({"ack_new", "reminder", "escalation", "survey", "auto_close", "identity_refused"})
 ONCE_PER_TICKET = frozenset({"ack_new"})
 
 

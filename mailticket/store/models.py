@@ -107,6 +107,7 @@ class Ticket(Base):
     closed_at: Mapped[dt.datetime | None]
     linked_to: Mapped[int | None] = mapped_column(Integer)  # a ticket this one referenced but could not join
     tags: Mapped[list[str]] = mapped_column(default=list)
+    language: Mapped[str | None] = mapped_column(CleanString(8))  # the customer's, when their mail said so
 
     messages: Mapped[list[Message]] = relationship(back_populates="ticket", order_by="Message.id")
     participants: Mapped[list[Participant]] = relationship(back_populates="ticket", order_by="Participant.id")
@@ -177,6 +178,9 @@ class Message(Base):
     verdict: Mapped[str] = mapped_column(CleanString(16))
     verdict_reason: Mapped[str] = mapped_column(CleanText)
     created_at: Mapped[dt.datetime]
+    internal: Mapped[bool] = mapped_column(Boolean, default=False)  # a note for agents, never sent to the customer
+    # Whether the author was who they claim (an agent's token and checks; a customer's DMARC); None: not checked.
+    verified: Mapped[bool | None] = mapped_column(Boolean)
 
     ticket: Mapped[Ticket] = relationship(back_populates="messages")
     attachments: Mapped[list[AttachmentRow]] = relationship(order_by="AttachmentRow.id")
@@ -215,6 +219,7 @@ class OutboxRow(Base):
     ticket_number: Mapped[int | None] = mapped_column(ForeignKey("tickets.number"), index=True)
     kind: Mapped[str] = mapped_column(CleanString(32))
     to_addr: Mapped[str] = mapped_column(CleanText, index=True)
+    cc_addrs: Mapped[list[str]] = mapped_column(default=list)  # also envelope recipients (an agent's reply's Cc)
     subject: Mapped[str] = mapped_column(CleanText)
     message_id: Mapped[str] = mapped_column(CleanString(1000), unique=True)
     content: Mapped[bytes] = mapped_column(LargeBinary)

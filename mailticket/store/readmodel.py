@@ -48,7 +48,8 @@ def ticket_summary(t: Ticket) -> dict[str, Any]:
         "queue": t.queue, "requester": t.requester, "assignee": t.assignee,
         "needs_review": t.needs_review, "created_at": t.created_at.isoformat(),
         "updated_at": t.updated_at.isoformat(), "linked_to": t.linked_to,
-        "tags": list(t.tags or []),
+        "tags": list(t.tags or []), "first_response_at": _iso(t.first_response_at),
+        "solved_at": _iso(t.solved_at), "closed_at": _iso(t.closed_at), "language": t.language,
     }
 
 
@@ -57,7 +58,7 @@ def message_dict(m: Message) -> dict[str, Any]:
         "message_id": m.message_id, "direction": m.direction, "from": m.from_addr, "from_name": m.from_name,
         "from_header": m.from_header,
         "to": list(m.to_addrs), "cc": list(m.cc_addrs), "subject": m.subject,
-        "date": _iso(m.date), "author_role": m.author_role,
+        "date": _iso(m.date), "author_role": m.author_role, "internal": bool(m.internal), "verified": m.verified,
         "verdict": m.verdict, "verdict_reason": m.verdict_reason, "visible_text": m.visible_text,
         "attachments": [{"filename": a.filename, "content_type": a.content_type, "size": a.size,
                          "sha256": a.sha256} for a in m.attachments],
