@@ -57,7 +57,8 @@ from mailticket.store.db import Database
 
 log = logging.getLogger("mailticket")
 
-TEMPLATES = ["ack_new", "agent_notify", "agent_reply", "identity_refused", "collision"]
+TEMPLATES = ["ack_new", "agent_notify", "agent_reply", "identity_refused", "collision", "command_error",
+             "command_receipt"]
 INBOX_JOB = "drain_inbox"
 OUTBOX_JOB = "flush_outbox"
 HEARTBEAT_JOB = "heartbeat"
@@ -70,7 +71,8 @@ def rule_list(settings: Settings) -> list[Rule]:
     """Every rule, in the order it runs: who never gets an answer, the mail's own priority, the admin's
     routing, then assignment, acknowledgement and reopening."""
     routing: list[Rule] = [RoutingRule(r) for r in settings.routing]
-    return builtin_rules(settings.priority_from_headers, routing, agents=bool(settings.agents))
+    return builtin_rules(settings.priority_from_headers, routing, agents=bool(settings.agents),
+                         receipts=settings.command_receipt == "always")
 
 
 class App:

@@ -330,7 +330,7 @@ def cmd_tickets_list(args: argparse.Namespace) -> int:
 
 def cmd_tickets_show(args: argparse.Namespace) -> int:
     with _app(args) as app, app.db.transaction() as session:
-        data = readmodel.ticket(session, args.number)
+        data = readmodel.ticket(session, args.number, full=args.full)
     if data is None:
         print(f"tickets show: no ticket #{args.number}", file=sys.stderr)
         return 1
@@ -354,7 +354,12 @@ def cmd_tickets_show(args: argparse.Namespace) -> int:
         if m["verified"] is False:
             marks.append("NOT VERIFIED")
         print(f"\n--- {m['direction']} {m['date'] or ''} from {sender}  [{', '.join(marks)}]")
-        print(m["visible_text"])
+        if args.full:
+            print(m["text"])
+        elif m["quote_only"]:
+            print("(only a quote of earlier mail; --full shows it)")
+        else:
+            print(m["visible_text"])
         for a in m["attachments"]:
             print(f"    attachment: {a['filename']} ({a['content_type']}, {a['size']} bytes, "
                   f"sha256 {a['sha256'][:12]})")
@@ -590,6 +595,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queue")
     p = add("show", cmd_tickets_show, "show one ticket with its messages", tickets)
     p.add_argument("number", type=int)
+    p.add_argument("--full", action="store_true", help="each message's whole text (quotes and all), not only "
+                                                       "what its author wrote")
     p.add_argument("--json", action="store_true")
 
     outbox = add("outbox", lambda a: EX_USAGE, "outbound mail").add_subparsers(dest="o", required=True)

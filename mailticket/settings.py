@@ -6,17 +6,21 @@ with all of them at once, so an admin fixes a file in one pass.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import shlex
 import socket
 import string
 import tomllib
+import zoneinfo
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
+
+import holidays
 
 from mailticket.domain import PRIORITIES, VerdictKind
 from mailticket.errors import ConfigError
@@ -86,6 +90,7 @@ class AgentSettings:
 
 
 ASSIGNMENTS = ("none", "round_robin", "least_open", "skills")
+RECEIPTS = ("errors", "always", "never")  # [commands] receipt
 LANGUAGES = ("en", "de")  # the languages every template exists in
 
 
@@ -260,7 +265,9 @@ class Settings:
     priority_from_headers: bool = False  # [mail] priority_from_headers
     cc_participants: bool = True  # [mail] cc_participants: a customer's Cc become participants
     reopen_days: int = 14  # [lifecycle] reopen_days: a reply to a ticket closed longer ago opens a new one
+    command_receipt: str = "errors"  # [commands] receipt: when an agent's commands are answered (RECEIPTS)
     attach_max_bytes: int = 10 * 1024 * 1024  # [notify] attach_max_bytes: larger customer files are a note
+    sla: SlaSettings | None = None  # [sla]; None when the config has no [sla] table
 
     @property
     def is_sqlite(self) -> bool:
@@ -1004,10 +1011,312 @@ def _smtp(r: _Reader, data: Mapping[str, Any], base: Path) -> SmtpListenSettings
     )
 
 
+# --- [sla]: service-level targets counted in business time (mailticket.schedule.business does the counting) ---
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = datetime.weekday()
+SLA_KEYS = {"timezone", "business_hours", "holidays", "extra_holidays", "notify_in_business_hours", "policies"}
+SLA_POLICY_KEYS = {"name", "match", "first_response", "next_response", "resolution", "remind_at", "escalate"}
+SLA_MATCH_KEYS = {"priority", "queue"}
+SLA_TARGETS = ("first_response", "next_response", "resolution")
+_DURATION_RE = re.compile(r"\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*")
+_CLOCK_RE = re.compile(r"\s*(\d{1,2}):(\d{2})\s*")
+DURATION_EXAMPLES = '(e.g. "30m", "4h", "2d", "1d4h")'
+
+
+@dataclass(frozen=True)
+class Duration:
+    """A span written as ``1d4h30m``: whole days, then minutes (hours are kept as minutes).
+
+    In business time (``Calendar.add``) a day is one business day and minutes are open minutes;
+    ``calendar`` is the same span in plain clock time (a day = 24 hours), for calendar-time settings.
+    """
+
+    days: int = 0
+    minutes: int = 0
+
+    @property
+    def calendar(self) -> dt.timedelta:
+        return dt.timedelta(days=self.days, minutes=self.minutes)
+
+    @property
+    def is_zero(self) -> bool:
+        return self.days == 0 and self.minutes == 0
+
+    def __str__(self) -> str:
+        hours, minutes = divmod(self.minutes, 60)
+        text = (f"{self.days}d" if self.days else "") + (f"{hours}h" if hours else "") + (
+            f"{minutes}m" if minutes else "")
+        return text or "0m"
+
+
+def parse_duration(text: str) -> Duration | None:
+    """"30m", "4h", "2d", "1d4h", "90m" (parts in the order d, h, m; each at most once); None when invalid."""
+    match = _DURATION_RE.fullmatch(text) if isinstance(text, str) else None
+    if not match or not any(match.groups()):
+        return None
+    days, hours, minutes = (int(x) if x else 0 for x in match.groups())
+    return Duration(days, hours * 60 + minutes)
+
+
+Ranges = tuple[tuple[dt.time, dt.time], ...]
+
+
+def parse_clock_ranges(text: str) -> Ranges | None:
+    """"09:00-17:00" or "09:00-12:00,13:00-17:00": increasing, not overlapping; an end of "24:00" is
+    midnight at the end of the day and is kept as ``time(0)``. None when invalid."""
+    result: list[tuple[dt.time, dt.time]] = []
+    last = -1
+    for part in text.split(","):
+        start_text, sep, end_text = part.partition("-")
+        start_match, end_match = _CLOCK_RE.fullmatch(start_text), _CLOCK_RE.fullmatch(end_text)
+        if not sep or not start_match or not end_match:
+            return None
+        start = int(start_match.group(1)) * 60 + int(start_match.group(2))
+        end = int(end_match.group(1)) * 60 + int(end_match.group(2))
+        if int(start_match.group(2)) > 59 or int(end_match.group(2)) > 59 or start >= 24 * 60 or end > 24 * 60:
+            return None
+        if end == 0:
+            end = 24 * 60  # "22:00-00:00" reads as up to midnight
+        if start >= end or start < last:
+            return None
+        last = end
+        result.append((dt.time(start // 60, start % 60), dt.time(end // 60 % 24, end % 60)))
+    return tuple(result)
+
+
+def parse_day_range(text: str) -> tuple[int, ...] | None:
+    """"mon-fri" -> (0, 1, 2, 3, 4); "sat" -> (5,); None when invalid (also for a backwards range)."""
+    first, sep, last = text.strip().lower().partition("-")
+    first, last = first.strip(), last.strip() if sep else first.strip()
+    if first not in WEEKDAYS or last not in WEEKDAYS or WEEKDAYS.index(first) > WEEKDAYS.index(last):
+        return None
+    return tuple(range(WEEKDAYS.index(first), WEEKDAYS.index(last) + 1))
+
+
+@dataclass(frozen=True)
+class Escalation:
+    after: Duration  # business time after the breach; "0m" is at the breach
+    to: tuple[str, ...]  # addresses, lower-cased
+
+
+@dataclass(frozen=True)
+class SlaPolicy:
+    name: str
+    match_priority: tuple[str, ...] = ()  # any of these priorities; () matches every priority
+    match_queue: tuple[str, ...] = ()  # any of these queues; () matches every queue
+    first_response: Duration | None = None
+    next_response: Duration | None = None  # after a customer reply
+    resolution: Duration | None = None
+    remind_at: float | None = None  # share of each target (0 < x < 1) at which the assignee is reminded
+    escalate: tuple[Escalation, ...] = ()  # levels, in config order
+
+    def matches(self, priority: str, queue: str) -> bool:
+        return (not self.match_priority or priority in self.match_priority) and (
+            not self.match_queue or queue in self.match_queue)
+
+
+@dataclass(frozen=True)
+class SlaSettings:
+    """``[sla]``; build its business-time calendar with ``mailticket.schedule.business.calendar_of``."""
+
+    timezone: str = "UTC"  # an IANA zone name, checked at load
+    business_hours: dict[int, Ranges] | None = None  # weekday (0 = Monday) -> open ranges; None = 24x7
+    holidays: str | None = None  # "DE" or "DE-BY" (canonical spelling of the `holidays` package)
+    extra_holidays: tuple[dt.date, ...] = ()
+    notify_in_business_hours: bool = True  # reminders and escalations wait for the next business minute
+    policies: tuple[SlaPolicy, ...] = ()
+
+    def policy_for(self, priority: str, queue: str) -> SlaPolicy | None:
+        """The first policy whose match holds, or None."""
+        return next((p for p in self.policies if p.matches(priority, queue)), None)
+
+
+def _zone(value: Any) -> str | None:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return f'unknown timezone "{value}" (an IANA name such as "Europe/Berlin" or "UTC")'
+    return None
+
+
+def _holiday_region(r: _Reader, table: Mapping[str, Any]) -> str | None:
+    """"DE" or "DE-BY", checked against the `holidays` package; returned in its spelling."""
+    value = r.get(table, "holidays", str, None, "sla.",
+                  lambda v: None if v.strip() else 'must not be empty (a country such as "DE", or omit it)')
+    if value is None:
+        return None
+    country, _, subdiv = str(value).strip().partition("-")
+    supported = holidays.list_supported_countries()
+    if country.upper() not in supported:
+        r.problems.append(f'sla.holidays: unknown country "{country}" for the holidays package '
+                          '(an ISO 3166 code such as "DE", "US", "FR")')
+        return None
+    country = country.upper()
+    if not subdiv:
+        return country
+    known = {s.lower(): s for s in supported[country]}
+    if subdiv.lower() not in known:
+        listed = ", ".join(supported[country]) or "none"
+        r.problems.append(f'sla.holidays: unknown subdivision "{subdiv}" of {country} (known: {listed})')
+        return None
+    return f"{country}-{known[subdiv.lower()]}"
+
+
+def _business_hours(r: _Reader, table: Mapping[str, Any]) -> dict[int, Ranges] | None:
+    if "business_hours" not in table:
+        return None
+    raw = r.table(table, "business_hours", "sla.")
+    where = "sla.business_hours."
+    hours: dict[int, Ranges] = {day: () for day in range(7)}
+    named: dict[int, str] = {}
+    for key, value in raw.items():
+        days = parse_day_range(key)
+        if days is None:
+            r.problems.append(f'{where}{key}: not a day or day range (mon..sun, e.g. "mon-fri" or "sat")')
+            continue
+        ranges = parse_clock_ranges(value) if isinstance(value, str) else None
+        if ranges is None:
+            r.problems.append(f'{where}{key}: {value!r} is not a time range (e.g. "09:00-17:00", '
+                              'or "09:00-12:00,13:00-17:00")')
+            continue
+        for day in days:
+            if day in named:
+                r.problems.append(f"{where}{key}: {WEEKDAYS[day]} is already given by {named[day]}")
+                break
+            named[day] = key
+            hours[day] = ranges
+    if not raw and isinstance(table.get("business_hours"), dict):
+        r.problems.append("sla.business_hours: empty (omit business_hours for 24x7)")
+    return hours
+
+
+def _extra_holidays(r: _Reader, table: Mapping[str, Any]) -> tuple[dt.date, ...]:
+    result: list[dt.date] = []
+    for item in r.get(table, "extra_holidays", list, [], "sla."):
+        if isinstance(item, dt.date) and not isinstance(item, dt.datetime):
+            result.append(item)
+            continue
+        if isinstance(item, str):
+            try:
+                result.append(dt.date.fromisoformat(item.strip()))
+                continue
+            except ValueError:
+                pass
+        r.problems.append(f'sla.extra_holidays: {item!r} is not a date (ISO, e.g. "2026-12-24")')
+    return tuple(sorted(set(result)))
+
+
+def _sla_duration(r: _Reader, table: Mapping[str, Any], key: str, where: str, zero: bool) -> Duration | None:
+    value = r.get(table, key, str, None, where)
+    if value is None:
+        return None
+    duration = parse_duration(value)
+    if duration is None:
+        r.problems.append(f"{where}{key}: {value!r} is not a duration {DURATION_EXAMPLES}")
+    elif duration.is_zero and not zero:
+        r.problems.append(f"{where}{key}: must be longer than 0")
+        return None
+    return duration
+
+
+def _escalate(r: _Reader, entry: Mapping[str, Any], where: str) -> tuple[Escalation, ...]:
+    raw = entry.get("escalate", [])
+    if not isinstance(raw, list):
+        r.problems.append(f'{where}escalate: must be a list of {{ after = "4h", to = ["lead@example.com"] }}')
+        return ()
+    result: list[Escalation] = []
+    for i, level in enumerate(raw):
+        at = f"{where}escalate[{i}]."
+        if not isinstance(level, dict):
+            r.problems.append(f'{where}escalate[{i}]: must be a table {{ after = "4h", to = [...] }}')
+            continue
+        r.unknown(level, {"after", "to"}, at)
+        for key in ("after", "to"):
+            if key not in level:
+                r.problems.append(f"{at}{key}: required")
+        after = _sla_duration(r, level, "after", at, zero=True)
+        to = _one_or_more(r, level, "to", at)
+        bad = [x for x in to if not _ADDRESS_RE.match(x.strip())]
+        if bad:
+            r.problems.append(f"{at}to: {bad[0]!r} is not an email address")
+        elif after is not None and to:
+            result.append(Escalation(after, tuple(dict.fromkeys(x.strip().lower() for x in to))))
+    return tuple(result)
+
+
+def _sla_policy(r: _Reader, entry: Mapping[str, Any], i: int, queue_names: Sequence[str]) -> SlaPolicy | None:
+    name = r.get(entry, "name", str, "", _label("sla.policies", i, None),
+                 lambda v: None if v.strip() else "must not be empty").strip()
+    where = _label("sla.policies", i, name)
+    if "name" not in entry:
+        r.problems.append(f"{where}name: required")
+    r.unknown(entry, SLA_POLICY_KEYS, where)
+    match = r.table(entry, "match", where)
+    r.unknown(match, SLA_MATCH_KEYS, f"{where}match.")
+    priorities = _one_or_more(r, match, "priority", f"{where}match.")
+    for priority in priorities:
+        if priority not in PRIORITIES:
+            r.problems.append(f'{where}match.priority: unknown priority "{priority}" (one of {", ".join(PRIORITIES)})')
+    queues = _one_or_more(r, match, "queue", f"{where}match.")
+    for queue in queues:
+        if queue not in queue_names:
+            r.problems.append(f'{where}match.queue: unknown queue "{queue}" (queues: {", ".join(queue_names)})')
+    targets = {key: _sla_duration(r, entry, key, where, zero=False) for key in SLA_TARGETS}
+    if not any(key in entry for key in SLA_TARGETS):
+        r.problems.append(f"{where}has no target: give first_response, next_response or resolution")
+    remind_at = r.get(entry, "remind_at", (int, float), None, where,
+                      lambda v: None if not isinstance(v, bool) and 0 < v < 1
+                      else f"{v!r} must be a share between 0 and 1 (e.g. 0.75)")
+    escalate = _escalate(r, entry, where)
+    if not name:
+        return None
+    return SlaPolicy(
+        name=name,
+        match_priority=tuple(dict.fromkeys(priorities)),
+        match_queue=tuple(dict.fromkeys(queues)),
+        first_response=targets["first_response"],
+        next_response=targets["next_response"],
+        resolution=targets["resolution"],
+        remind_at=float(remind_at) if remind_at is not None else None,
+        escalate=escalate,
+    )
+
+
+def _sla(r: _Reader, data: Mapping[str, Any], queue_names: Sequence[str]) -> SlaSettings | None:
+    """[sla] and its [[sla.policies]]; None when there is no [sla] table."""
+    if "sla" not in data:
+        return None
+    table = r.table(data, "sla")
+    r.unknown(table, SLA_KEYS, "sla.")
+    timezone = r.get(table, "timezone", str, "UTC", "sla.", _zone)
+    business_hours = _business_hours(r, table)
+    region = _holiday_region(r, table)
+    extra = _extra_holidays(r, table)
+    notify = r.get(table, "notify_in_business_hours", bool, True, "sla.")
+    raw = table.get("policies", [])
+    policies: list[SlaPolicy] = []
+    if not isinstance(raw, list):
+        r.problems.append("sla.policies: must be an array of tables ([[sla.policies]])")
+        raw = []
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, dict):
+            r.problems.append(f"sla.policies[{i}]: must be a table")
+            continue
+        policy = _sla_policy(r, entry, i, queue_names)
+        if policy is not None:
+            policies.append(policy)
+    seen: set[str] = set()
+    for policy in policies:
+        if policy.name in seen:
+            r.problems.append(f'sla.policies: name "{policy.name}" appears twice')
+        seen.add(policy.name)
+    return SlaSettings(timezone, business_hours, region, extra, notify, tuple(policies))
+
+
 def _build(data: Mapping[str, Any], source: str, base: Path, env: Mapping[str, str], embedded: bool) -> Settings:
     r = _Reader()
     r.unknown(data, {"database", "mailboxes", "agents", "outbound", "smtp", "mail", "templates", "log", "limits",
-                     "identity", "paths", "queues", "routing", "lifecycle", "notify"}, "")
+                     "identity", "paths", "queues", "routing", "lifecycle", "notify", "commands", "sla"}, "")
     state_dir = _state_dir(r, data, base, env)
     database_url = _database(r, data, state_dir, env)
     auto_upgrade_default = embedded
@@ -1017,6 +1326,7 @@ def _build(data: Mapping[str, Any], source: str, base: Path, env: Mapping[str, s
     queues = _queues(r, data, agents)
     queue_names = tuple(dict.fromkeys([q.name for q in queues] + [m.queue for m in mailboxes]))  # as Settings
     routing = _routing(r, data, queue_names, agents)
+    sla = _sla(r, data, queue_names)
     first = mailboxes[0] if mailboxes else MailboxSettings(DEFAULT_ADDRESS, "Support", "support")
     outbound = _outbound(r, data, state_dir, env, f"{first.name} <{first.address}>")
 
@@ -1031,6 +1341,11 @@ def _build(data: Mapping[str, Any], source: str, base: Path, env: Mapping[str, s
     lifecycle = r.table(data, "lifecycle")
     r.unknown(lifecycle, {"reopen_days"}, "lifecycle.")
     reopen_days = r.get(lifecycle, "reopen_days", int, 14, "lifecycle.", _positive)
+
+    commands = r.table(data, "commands")
+    r.unknown(commands, {"receipt"}, "commands.")
+    receipt = r.get(commands, "receipt", str, "errors", "commands.",
+                    lambda v: None if v in RECEIPTS else f"one of {', '.join(RECEIPTS)}")
 
     notify = r.table(data, "notify")
     r.unknown(notify, {"attach_max_bytes"}, "notify.")
@@ -1087,5 +1402,7 @@ def _build(data: Mapping[str, Any], source: str, base: Path, env: Mapping[str, s
         priority_from_headers=priority_from_headers,
         cc_participants=cc_participants,
         reopen_days=reopen_days,
+        command_receipt=receipt,
         attach_max_bytes=attach_max_bytes,
+        sla=sla,
     )

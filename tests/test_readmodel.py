@@ -102,7 +102,7 @@ def test_ticket_shows_participants_and_messages_and_none_for_unknown(app: App) -
     assert message["direction"] == "in"
     assert set(message) == {"message_id", "direction", "from", "from_name", "from_header", "to", "cc", "subject",
                             "date", "author_role", "internal", "verified", "verdict", "verdict_reason",
-                            "visible_text", "attachments"}
+                            "visible_text", "quote_only", "attachments"}
     assert (message["author_role"], message["internal"], message["verified"]) == ("customer", False, None)
     json.dumps(data)
 

@@ -201,10 +201,11 @@ def names(rules: list[Rule]) -> list[str]:
 
 
 def test_builtin_rules_order() -> None:
-    agent_rules = ["unverified_agent_mail", "collision", "held_reply", "relay_agent_reply"]
+    agent_rules = ["unverified_agent_mail", "collision", "held_reply", "relay_agent_reply", "agent_commands"]
     assert names(builtin_rules(False)) == ["machine_mail", "agent_mail", "not_a_customer", "imported_history",
                                            "queue_assignment", "sender_not_verified", "acknowledge_new",
                                            "reopen_on_reply", *agent_rules, "notify_agents"]
+    assert names(builtin_rules(False, receipts=True))[-2:] == ["command_receipt", "notify_agents"]
     assert names(builtin_rules(True, agents=False)) == [
         "machine_mail", "agent_mail", "not_a_customer", "imported_history", "priority_from_headers",
         "queue_assignment", "sender_not_verified", "acknowledge_new", "reopen_on_reply", *agent_rules]

@@ -9,6 +9,7 @@ the whole batch and leaves every message 'new' for the next try.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import traceback
@@ -37,13 +38,15 @@ from mailticket.ingest import agentmail
 from mailticket.ingest.bounces import parse_bounce
 from mailticket.ingest.budget import run_with_budget
 from mailticket.ingest.classify import Identity, classify
+from mailticket.ingest.commandcheck import check as check_commands
 from mailticket.ingest.identity import DmarcResult, dmarc_from_headers
 from mailticket.ingest.language import guess_language
 from mailticket.ingest.parse import parse
-from mailticket.ingest.replies import visible_text
-from mailticket.ingest.threads import ThreadMatch, find_thread
+from mailticket.ingest.replies import read_reply
+from mailticket.ingest.threads import ThreadMatch, find_thread, merged_target
 from mailticket.marks import MessageIdSigner, ReplyTokenSigner
 from mailticket.rules.bounces import record_bounce
+from mailticket.rules.commands import parse_commands
 from mailticket.rules.engine import Engine
 from mailticket.rules.facts import Facts
 from mailticket.settings import MailboxSettings, Settings
@@ -203,7 +206,9 @@ class Pipeline:
         if agent is not None:
             claim = agentmail.claim_of(session, self._settings, self._tokens, mail, _recipients(mail, envelope),
                                        agent)
-            named = claim.ticket
+            named = merged_target(session, claim.ticket) if claim.ticket is not None else None
+            if named is not None and named != claim.ticket:
+                claim = dataclasses.replace(claim, ticket=named)  # the token's ticket was merged into this one
             if named is not None and match.ticket_number is None and session.get(Ticket, named) is not None:
                 # The signed token (or our notification) names the ticket: it holds even when the agent's
                 # client dropped References and the subject tag, and even on a closed ticket.
@@ -271,9 +276,24 @@ class Pipeline:
             self._link(session, ticket, match.linked_to, sender, message_id, now)
         if bounce is not None:
             record_bounce(session, bounce, ticket.number, message_id, now, self._settings.limits.bounce_suppress_days)
+        checked, commands_only = None, False
+        if seen.claim is not None and not created and verdict.is_human:
+            parsed = parse_commands(message.visible_text)
+            if parsed.commands or parsed.errors:
+                checked = check_commands(session, self._settings, parsed, ticket, seen.claim.agent)
+                commands_only = parsed.only_commands
+                if identity.verified:
+                    if not checked.errors:
+                        message.visible_text = parsed.text.strip()  # what the customer gets: no command lines
+                else:
+                    identity = dataclasses.replace(identity, problem=f"{identity.problem}; its commands were "
+                                                   f"not executed: {', '.join(checked.lines)}")
         facts = self._facts(session, mail, seen, envelope, ticket.number if not created else None,
                             TicketStatus(ticket.status), ticket.mailbox, ticket.queue, ticket_number=ticket.number,
                             identity=identity, text=message.visible_text)
+        if checked is not None and identity.verified:
+            facts = dataclasses.replace(facts, command_actions=checked.actions, command_errors=checked.errors,
+                                        commands_only=commands_only, command_lines=checked.lines)
         if created and not is_agent and facts.language:
             ticket.language = facts.language  # the customer's own language, over the queue's
         self._rules.apply(session, ticket=ticket, message=message, facts=facts, raw_id=row.id, now=now)
@@ -374,6 +394,7 @@ class Pipeline:
     def _store_message(self, session: Session, row: RawMessage, mail: ParsedMail, message_id: str, ticket: Ticket,
                        sender: Address, is_agent: bool, verdict: Verdict, now: dt.datetime,
                        identity: _Identity) -> Message:
+        reply = read_reply(mail.text, mail.html, mail.text_from_html)
         message = Message(
             ticket_number=ticket.number,
             raw_id=row.id,
@@ -389,7 +410,8 @@ class Pipeline:
             subject=mail.subject,
             date=mail.date,
             text=mail.text,
-            visible_text=visible_text(mail.text, mail.html, mail.text_from_html),
+            visible_text=reply.text,
+            quote_only=reply.quote_only,
             html=mail.html,
             author_role=Role.AGENT if is_agent else Role.CUSTOMER,
             verdict=verdict.kind,

@@ -150,9 +150,25 @@ def _by_tag(session: Session, mail: ParsedMail, sender: str, sender_is_agent: bo
                         f"subject tag {tag.format(number)} from participant {sender}", "tag")
 
 
+def merged_target(session: Session, number: int) -> int:
+    """The ticket a (chain of) `#merge` moved ``number`` into; ``number`` itself when it was not merged."""
+    for _hop in range(10):
+        ticket = session.get(Ticket, number)
+        if ticket is None or ticket.merged_into is None:
+            break
+        number = ticket.merged_into
+    return number
+
+
 def _open_or_new(session: Session, reopen_cutoff: dt.datetime | None, number: int, why: str,
                  joined_by: str) -> ThreadMatch:
     ticket = session.get(Ticket, number)
+    for _hop in range(10):  # `#merge N` moved this ticket into another: its mail goes there
+        if ticket is None or ticket.merged_into is None:
+            break
+        why = f"{why} (#{ticket.number} was merged into #{ticket.merged_into})"
+        number = ticket.merged_into
+        ticket = session.get(Ticket, number)
     if ticket is not None and ticket.status == TicketStatus.CLOSED:
         recent = reopen_cutoff is not None and ticket.closed_at is not None and ticket.closed_at >= reopen_cutoff
         if not recent:

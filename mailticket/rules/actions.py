@@ -116,6 +116,46 @@ class Discard:
 
 
 @dataclass(frozen=True)
+class Unassign:
+    def describe(self) -> str:
+        return "unassign"
+
+
+@dataclass(frozen=True)
+class RemoveTags:
+    tags: tuple[str, ...]
+
+    def describe(self) -> str:
+        return "remove tags " + ", ".join(self.tags)
+
+
+@dataclass(frozen=True)
+class ChangeCc:
+    add: tuple[str, ...] = ()
+    remove: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        return "cc " + " ".join([*(f"+{a}" for a in self.add), *(f"-{r}" for r in self.remove)])
+
+
+@dataclass(frozen=True)
+class Merge:
+    into: int
+
+    def describe(self) -> str:
+        return f"merge into #{self.into}"
+
+
+@dataclass(frozen=True)
+class SetAway:
+    agent: str
+    away: bool
+
+    def describe(self) -> str:
+        return f"{self.agent} {'away' if self.away else 'back'}"
+
+
+@dataclass(frozen=True)
 class Stop:
     """Later routing rules do not run (``stop = true``)."""
 
@@ -124,7 +164,7 @@ class Stop:
 
 
 Action = (SetQueue | SetPriority | AddTags | Assign | QueueMail | SetStatus | KeepStatus | Hold | NoAcknowledgement
-          | Internal | Discard | Stop)
+          | Internal | Discard | Unassign | RemoveTags | ChangeCc | Merge | SetAway | Stop)
 
 
 def as_data(action: Action) -> dict[str, Any]:

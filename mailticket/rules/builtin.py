@@ -246,12 +246,43 @@ class RelayAgentReply:
     def check(self, facts: Facts) -> list[Action]:
         if not _answers_ticket(facts) or facts.verified is not True or facts.collision_with is not None:
             return []
-        if facts.held is not None:
+        if facts.held is not None or facts.command_errors or facts.commands_only:
             return []
+        if any(isinstance(a, Internal) for a in facts.command_actions):
+            return []  # `#internal`: a note for agents
         actions: list[Action] = [QueueMail("agent_reply", "customer")]
         if facts.status == TicketStatus.NEW:
             actions.append(SetStatus(TicketStatus.OPEN, "an agent answered"))
         return actions
+
+
+@dataclass(frozen=True)
+class AgentCommands:
+    name: str = field(default="agent_commands", init=False)
+    description: str = field(default="a verified agent's command lines (#status, #assign, #merge, ...) apply "
+                                      "with the reply, all or nothing", init=False)
+    group: str = field(default=REACTION, init=False)
+
+    def check(self, facts: Facts) -> list[Action]:
+        if not _answers_ticket(facts) or facts.verified is not True or facts.held is not None:
+            return []
+        if facts.command_errors:
+            return [Internal("its commands were refused: nothing applied, nothing sent"),
+                    KeepStatus("a refused command changes nothing"), QueueMail("command_error", "sender_agent")]
+        return list(facts.command_actions)
+
+
+@dataclass(frozen=True)
+class CommandReceipt:
+    name: str = field(default="command_receipt", init=False)
+    description: str = field(default="the agent gets a one-line receipt of what their commands changed "
+                                      "([commands] receipt = \"always\")", init=False)
+    group: str = field(default=REACTION, init=False)
+
+    def check(self, facts: Facts) -> list[Action]:
+        if not _answers_ticket(facts) or facts.verified is not True or facts.command_errors:
+            return []
+        return [QueueMail("command_receipt", "sender_agent")] if facts.command_actions else []
 
 
 @dataclass(frozen=True)
@@ -269,14 +300,17 @@ class NotifyAgents:
         return [QueueMail("agent_notify", "agents")]
 
 
-def builtin_rules(priority_from_headers: bool, routing: Sequence[Rule] = (), agents: bool = True) -> list[Rule]:
+def builtin_rules(priority_from_headers: bool, routing: Sequence[Rule] = (), agents: bool = True,
+                  receipts: bool = False) -> list[Rule]:
     """The reactions in the order they run; ``routing`` goes after the priority read from the headers."""
     rules: list[Rule] = [MachineMail(), AgentMail(), NotACustomer(), ImportedHistory()]
     if priority_from_headers:
         rules.append(PriorityFromHeaders())
     rules.extend(routing)
     rules.extend([QueueAssignment(), SenderNotVerified(), AcknowledgeNew(), ReopenOnCustomerReply(),
-                  UnverifiedAgentMail(), AgentCollision(), HeldReply(), RelayAgentReply()])
+                  UnverifiedAgentMail(), AgentCollision(), HeldReply(), RelayAgentReply(), AgentCommands()])
+    if receipts:  # [commands] receipt = "always"
+        rules.append(CommandReceipt())
     if agents:  # an install without [[agents]] acknowledges and stores; nobody to notify
         rules.append(NotifyAgents())
     return rules

@@ -16,20 +16,26 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from mailticket.domain import TicketStatus
 from mailticket.rules.actions import (
     Action,
     AddTags,
     Assign,
+    ChangeCc,
     Discard,
     Hold,
     Internal,
     KeepStatus,
+    Merge,
     NoAcknowledgement,
     QueueMail,
+    RemoveTags,
+    SetAway,
     SetPriority,
     SetQueue,
     SetStatus,
     Stop,
+    Unassign,
     as_data,
 )
 from mailticket.rules.assign import Assigner
@@ -38,7 +44,8 @@ from mailticket.rules.facts import Facts
 from mailticket.rules.mailing import Mailer
 from mailticket.rules.routing import RoutingRule
 from mailticket.settings import Settings
-from mailticket.store import repo
+from mailticket.store import agents as agent_store
+from mailticket.store import participants, repo
 from mailticket.store.models import Message, Ticket
 
 ACK = "ack_new"
@@ -68,6 +75,11 @@ class Decision:
     mails: list[tuple[str, QueueMail]] = field(default_factory=list)
     internal: tuple[str, Internal] | None = None
     discard: tuple[str, Discard] | None = None
+    unassign: str | None = None  # the rule that asked
+    untag: list[str] = field(default_factory=list)
+    cc: list[ChangeCc] = field(default_factory=list)
+    merge: tuple[str, Merge] | None = None
+    away: list[SetAway] = field(default_factory=list)
 
     @property
     def acknowledges(self) -> bool:
@@ -118,6 +130,17 @@ def _resolve(decision: Decision, rule: Rule, action: Action, stopped: set[str]) 
         decision.internal = decision.internal or (name, action)
     elif isinstance(action, Discard):
         decision.discard = decision.discard or (name, action)
+    elif isinstance(action, Unassign):
+        decision.unassign, decision.assignee = name, None
+    elif isinstance(action, RemoveTags):
+        decision.untag.extend(action.tags)
+        decision.tags = [t for t in decision.tags if t not in action.tags]
+    elif isinstance(action, ChangeCc):
+        decision.cc.append(action)
+    elif isinstance(action, Merge):
+        decision.merge = (name, action)
+    elif isinstance(action, SetAway):
+        decision.away.append(action)
     elif isinstance(action, Stop):
         stopped.add(rule.group)
 
@@ -138,9 +161,9 @@ class Engine:
                    data={"description": hit.description, "actions": [as_data(a) for a in hit.actions]})
         if facts.verdict.is_human:
             ticket.updated_at = now
-        if facts.created:
-            self._route(session, decision, ticket, record, now)
-        self._status(decision, ticket, record)
+        self._route(session, decision, ticket, record, now)
+        self._status(decision, ticket, record, now)
+        self._commands(session, decision, ticket, facts, record, now)
         self._notes(session, decision, message, record)
         self._mail(session, decision, ticket, message, facts, raw_id, record, now)
         return decision
@@ -208,8 +231,8 @@ class Engine:
             ticket.queue = changes["queue"] = decision.queue[1]
         if decision.priority is not None and decision.priority[1] != ticket.priority:
             ticket.priority = changes["priority"] = decision.priority[1]
-        if decision.tags:
-            tags = list(dict.fromkeys([*ticket.tags, *decision.tags]))
+        if decision.tags or decision.untag:
+            tags = [t for t in dict.fromkeys([*ticket.tags, *decision.tags]) if t not in decision.untag]
             if tags != ticket.tags:
                 ticket.tags = tags
                 changes["tags"] = tags
@@ -223,11 +246,16 @@ class Engine:
             rule, hold = decision.hold
             record("held", f"kept in status {ticket.status} for an admin: {hold.reason}", rule=rule,
                    data={"reason": hold.reason})
+        if decision.unassign is not None and ticket.assignee is not None:
+            record("unassigned", f"{ticket.assignee} unassigned by rule {decision.unassign}",
+                   rule=decision.unassign, data={"agent": None, "strategy": "explicit"})
+            ticket.assignee = None
         if decision.assignee is not None:
             rule, address = decision.assignee
-            ticket.assignee = address
-            record("assigned", f"assigned to {address} by rule {rule}", rule=rule,
-                   data={"agent": address, "strategy": "explicit"})
+            if address != ticket.assignee:
+                ticket.assignee = address
+                record("assigned", f"assigned to {address} by rule {rule}", rule=rule,
+                       data={"agent": address, "strategy": "explicit"})
         elif decision.auto_assign is not None and decision.hold is None:
             session.flush()  # earlier tickets of this batch count for least_open
             choice = self._assigner.choose(session, ticket.queue, ticket.tags, now)
@@ -247,7 +275,32 @@ class Engine:
             record("discarded", f"the held reply is dropped: {discard.reason}", rule=rule,
                    data={"reason": discard.reason})
 
-    def _status(self, decision: Decision, ticket: Ticket, record: _Recorder) -> None:
+    def _commands(self, session: Session, decision: Decision, ticket: Ticket, facts: Facts, record: _Recorder,
+                  now: dt.datetime) -> None:
+        """What only an agent's command lines ask for: Cc changes, away, a merge; and one event per command."""
+        if not facts.command_actions or (decision.internal is not None and facts.command_errors):
+            return
+        for line in facts.command_lines:
+            record("command", f"{line} (by {facts.sender.email})", rule="agent_commands",
+                   data={"line": line, "by": facts.sender.email})
+        for change in decision.cc:
+            participants.change_cc(session, ticket.number, change.add, change.remove)
+            record("cc", change.describe(), rule="agent_commands", data={"add": list(change.add),
+                                                                        "remove": list(change.remove)})
+        for away in decision.away:
+            agent_store.set_away(session, away.agent, away.away, now)
+            record("agent_away" if away.away else "agent_back", away.describe(), rule="agent_commands",
+                   data={"agent": away.agent, "away": away.away, "by": facts.sender.email})
+        if decision.merge is not None:
+            rule, merge = decision.merge
+            moved = participants.merge(session, ticket, merge.into, now)
+            record("merged", f"merged into #{merge.into} by {facts.sender.email}: {moved}", rule=rule,
+                   data={"into": merge.into, "by": facts.sender.email})
+            repo.add_event(session, now, "merged", f"#{ticket.number} merged into this ticket by "
+                           f"{facts.sender.email}: {moved}", ticket_number=merge.into,
+                           data={"from": ticket.number, "by": facts.sender.email})
+
+    def _status(self, decision: Decision, ticket: Ticket, record: _Recorder, now: dt.datetime) -> None:
         if decision.keep_status is not None:
             rule, keep = decision.keep_status
             record("suppressed", f"status: {keep.reason}", rule=rule, data={"what": "status", "reason": keep.reason})
@@ -256,7 +309,9 @@ class Engine:
             record("status", f"{ticket.status} -> {change.status}: {change.reason}", rule=rule,
                    data={"from": ticket.status, "to": str(change.status), "reason": change.reason})
             ticket.status = change.status
-            ticket.solved_at = None
+            ticket.solved_at = now if change.status == TicketStatus.SOLVED else (
+                ticket.solved_at if change.status == TicketStatus.CLOSED else None)
+            ticket.closed_at = now if change.status == TicketStatus.CLOSED else None
 
     def _mail(self, session: Session, decision: Decision, ticket: Ticket, message: Message, facts: Facts,
               raw_id: int | None, record: _Recorder, now: dt.datetime) -> None:

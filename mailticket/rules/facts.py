@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mailticket.domain import Address, Attachment, ParsedMail, TicketStatus, Verdict
+from mailticket.rules.actions import Action
 
 # The machine-readable parts of DSNs, MDNs and feedback reports (RFC 3464, 8098, 5965).
 REPORT_PARTS = frozenset({"message/delivery-status", "message/global-delivery-status", "text/rfc822-headers",
@@ -32,7 +33,12 @@ class Facts:
     identity_problem: str = ""
     collision_with: int | None = None  # another public reply went out after the notification answered
     held: int | None = None  # this mail answers the collision mail of that held reply
-    text: str = ""  # the visible text of the mail
+    text: str = ""  # the visible text of the mail (without an agent's command lines)
+    # A verified agent's commands, checked: the actions they ask for, or (any error) none and the errors.
+    command_actions: tuple[Action, ...] = ()
+    command_errors: tuple[str, ...] = ()  # one line each: which line was wrong and why
+    commands_only: bool = False  # the mail was nothing but commands: nothing to relay
+    command_lines: tuple[str, ...] = ()  # the command lines as written
     language: str | None = None  # what the mail says its language is (Content-Language, else a guess)
 
     @property

@@ -149,10 +149,17 @@ class Mailer:
         if mail.kind == "collision":
             token = self._tokens.make(ticket.number, agent.address, now, held=message.id)
             reply_to = self._tokens.address(self._outbox.mailbox_of(ticket).email, token)
+        reason = facts.identity_problem
+        if mail.kind == "command_error":
+            if self._settings.command_receipt == "never":
+                record("suppressed", "command_error: [commands] receipt = \"never\"", rule=rule)
+                return
+            reason = "\n".join(facts.command_errors)
+        elif mail.kind == "command_receipt":
+            reason = "; ".join(a.describe() for a in facts.command_actions)
         row = self._outbox.to_agent(session, kind=mail.kind, ticket=ticket, about=message,
                                     agent=Address(agent.name, agent.address), language=agent.language,
-                                    reason=facts.identity_problem, sent=sent, reply_to=reply_to,
-                                    caused_by=raw_id, now=now)
+                                    reason=reason, sent=sent, reply_to=reply_to, caused_by=raw_id, now=now)
         self._queued(session, rule, mail.kind, row, record)
 
     def to_notify(self, session: Session, ticket: Ticket) -> tuple[list[AgentSettings], str]:

@@ -108,6 +108,7 @@ class Ticket(Base):
     linked_to: Mapped[int | None] = mapped_column(Integer)  # a ticket this one referenced but could not join
     tags: Mapped[list[str]] = mapped_column(default=list)
     language: Mapped[str | None] = mapped_column(CleanString(8))  # the customer's, when their mail said so
+    merged_into: Mapped[int | None] = mapped_column(Integer)  # `#merge N`: mail for this ticket goes to N
 
     messages: Mapped[list[Message]] = relationship(back_populates="ticket", order_by="Message.id")
     participants: Mapped[list[Participant]] = relationship(back_populates="ticket", order_by="Participant.id")
@@ -181,6 +182,7 @@ class Message(Base):
     internal: Mapped[bool] = mapped_column(Boolean, default=False)  # a note for agents, never sent to the customer
     # Whether the author was who they claim (an agent's token and checks; a customer's DMARC); None: not checked.
     verified: Mapped[bool | None] = mapped_column(Boolean)
+    quote_only: Mapped[bool] = mapped_column(Boolean, default=False)  # nothing but a quote: visible_text is ""
 
     ticket: Mapped[Ticket] = relationship(back_populates="messages")
     attachments: Mapped[list[AttachmentRow]] = relationship(order_by="AttachmentRow.id")

@@ -53,16 +53,21 @@ def ticket_summary(t: Ticket) -> dict[str, Any]:
     }
 
 
-def message_dict(m: Message) -> dict[str, Any]:
-    return {
+def message_dict(m: Message, full: bool = False) -> dict[str, Any]:
+    """One message; ``full`` adds ``text``, the whole text as received (quotes and all)."""
+    data: dict[str, Any] = {
         "message_id": m.message_id, "direction": m.direction, "from": m.from_addr, "from_name": m.from_name,
         "from_header": m.from_header,
         "to": list(m.to_addrs), "cc": list(m.cc_addrs), "subject": m.subject,
         "date": _iso(m.date), "author_role": m.author_role, "internal": bool(m.internal), "verified": m.verified,
         "verdict": m.verdict, "verdict_reason": m.verdict_reason, "visible_text": m.visible_text,
+        "quote_only": bool(m.quote_only),
         "attachments": [{"filename": a.filename, "content_type": a.content_type, "size": a.size,
                          "sha256": a.sha256} for a in m.attachments],
     }
+    if full:
+        data["text"] = m.text
+    return data
 
 
 def tickets(session: Session, *, status: str | None = None, queue: str | None = None,
@@ -82,14 +87,14 @@ def tickets(session: Session, *, status: str | None = None, queue: str | None = 
     return [ticket_summary(t) for t in session.execute(query).scalars()]
 
 
-def ticket(session: Session, number: int) -> dict[str, Any] | None:
+def ticket(session: Session, number: int, full: bool = False) -> dict[str, Any] | None:
     """One ticket with its participants and messages (oldest first), or None."""
     row = session.get(Ticket, number)
     if row is None:
         return None
     data = ticket_summary(row)
     data["participants"] = [{"email": p.email, "name": p.name, "role": p.role} for p in row.participants]
-    data["messages"] = [message_dict(m) for m in row.messages]
+    data["messages"] = [message_dict(m, full) for m in row.messages]
     return data
 
 
