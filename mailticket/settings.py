@@ -20,8 +20,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import holidays
-
 from mailticket.domain import PRIORITIES, VerdictKind
 from mailticket.errors import ConfigError
 
@@ -1146,6 +1144,8 @@ def _holiday_region(r: _Reader, table: Mapping[str, Any]) -> str | None:
     if value is None:
         return None
     country, _, subdiv = str(value).strip().partition("-")
+    import holidays  # only for a config with [sla] holidays: the library costs ~40 ms to import
+
     supported = holidays.list_supported_countries()
     if country.upper() not in supported:
         r.problems.append(f'sla.holidays: unknown country "{country}" for the holidays package '
