@@ -185,3 +185,20 @@ def test_receipt_always_sends_one_line(live: Callable[..., World]) -> None:
     with w.app.db.transaction() as s:
         assert s.get_one(Ticket, number).priority == "urgent"
     assert w.app.settings.command_receipt == "always"
+
+
+def test_a_held_reply_keeps_its_commands_until_it_is_sent(live: Callable[..., World]) -> None:
+    """Two agents answer the same notification: the second reply is held, and so are its commands."""
+    w = live()
+    number, _mid, got = open_ticket(w, "Printer on fire", f"Alice <{ALICE}>")
+    notes = notifications(got)
+    first, rcpt = agent_reply(notes[ANN], f"Ann Agent <{ANN}>", "Hi Alice, on it.")
+    w.clock.advance(minutes=5)  # Ann answers five minutes after the notification
+    w.deliver(first, rcpt)
+    w.sent()
+    second, rcpt = agent_reply(notes[BEN], f"Ben Agent <{BEN}>", "#status solved\n\nHi Alice, done.")
+    w.deliver(second, rcpt)
+    sent = w.sent()
+    assert to(sent, ALICE) == [] and one(sent, BEN)  # held, and Ben gets the collision mail
+    assert w.ticket(number).status == "open"  # Ann's answer opened it; Ben's held #status did not apply
+    assert commands(w, number) == []

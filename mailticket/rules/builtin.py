@@ -266,6 +266,8 @@ class AgentCommands:
     def check(self, facts: Facts) -> list[Action]:
         if not _answers_ticket(facts) or facts.verified is not True or facts.held is not None:
             return []
+        if facts.collision_with is not None:
+            return []  # the reply is held: its commands wait with it (the agent resends, or sends it anyway)
         if facts.command_errors:
             return [Internal("its commands were refused: nothing applied, nothing sent"),
                     KeepStatus("a refused command changes nothing"), QueueMail("command_error", "sender_agent")]

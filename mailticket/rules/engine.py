@@ -278,7 +278,7 @@ class Engine:
     def _commands(self, session: Session, decision: Decision, ticket: Ticket, facts: Facts, record: _Recorder,
                   now: dt.datetime) -> None:
         """What only an agent's command lines ask for: Cc changes, away, a merge; and one event per command."""
-        if not facts.command_actions or (decision.internal is not None and facts.command_errors):
+        if not facts.command_actions or all(hit.rule != "agent_commands" for hit in decision.hits):
             return
         for line in facts.command_lines:
             record("command", f"{line} (by {facts.sender.email})", rule="agent_commands",
