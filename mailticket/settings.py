@@ -341,6 +341,38 @@ class _Reader:
     def __init__(self) -> None:
         self.problems: list[str] = []
 
+    def tables(self, data: Mapping[str, Any], key: str, label: str = "") -> list[tuple[int, Mapping[str, Any]]]:
+        """An array of tables ([[key]]) as (index, table); a problem for the array or any entry that is not one."""
+        label = label or key
+        raw = data.get(key, [])
+        if not isinstance(raw, list):
+            self.problems.append(f"{label}: must be an array of tables ([[{label}]])")
+            return []
+        entries: list[tuple[int, Mapping[str, Any]]] = []
+        for i, entry in enumerate(raw):
+            if isinstance(entry, dict):
+                entries.append((i, entry))
+            else:
+                self.problems.append(f"{label}[{i}]: must be a table")
+        return entries
+
+    def named(self, entry: Mapping[str, Any], label: str, i: int) -> tuple[str, str]:
+        """(the required, non-empty ``name`` of entry i of [[label]], the prefix its problems carry)."""
+        name = str(self.get(entry, "name", str, "", _label(label, i, None),
+                            lambda v: None if v.strip() else "must not be empty")).strip()
+        where = _label(label, i, name)
+        if "name" not in entry:
+            self.problems.append(f"{where}name: required")
+        return name, where
+
+    def unique(self, label: str, names: Sequence[str]) -> None:
+        """A problem for each name that appears more than once in [[label]]."""
+        seen: set[str] = set()
+        for name in names:
+            if name in seen:
+                self.problems.append(f'{label}: name "{name}" appears twice')
+            seen.add(name)
+
     def table(self, data: Mapping[str, Any], key: str, where: str = "") -> Mapping[str, Any]:
         value = data.get(key, {})
         if not isinstance(value, dict):
@@ -749,15 +781,9 @@ def _agents(r: _Reader, data: Mapping[str, Any], support: frozenset[str]) -> tup
     if isinstance(raw, dict):
         r.problems.append("agents: [[agents]] is the list of agents; attach_max_bytes lives in [notify]")
         return ()
-    if not isinstance(raw, list):
-        r.problems.append("agents: must be an array of tables ([[agents]])")
-        return ()
     result: list[AgentSettings] = []
     owners: dict[str, str] = {}  # address or alias -> the label of the agent it was first seen on
-    for i, entry in enumerate(raw):
-        if not isinstance(entry, dict):
-            r.problems.append(f"agents[{i}]: must be a table")
-            continue
+    for i, entry in r.tables(data, "agents"):
         named = entry.get("address") if isinstance(entry.get("address"), str) else None
         where = _label("agents", i, named)
         r.unknown(entry, AGENT_KEYS, where)
@@ -804,21 +830,10 @@ def _agent_addresses(agents: Sequence[AgentSettings]) -> dict[str, str]:
 
 def _queues(r: _Reader, data: Mapping[str, Any], agents: Sequence[AgentSettings]) -> tuple[QueueSettings, ...]:
     """[[queues]]: how tickets of a queue are assigned, to whom, and in which language."""
-    raw = data.get("queues", [])
-    if not isinstance(raw, list):
-        r.problems.append("queues: must be an array of tables ([[queues]])")
-        return ()
     primary = _agent_addresses(agents)
     result: list[QueueSettings] = []
-    for i, entry in enumerate(raw):
-        if not isinstance(entry, dict):
-            r.problems.append(f"queues[{i}]: must be a table")
-            continue
-        name = r.get(entry, "name", str, "", _label("queues", i, None),
-                     lambda v: None if v.strip() else "must not be empty").strip()
-        where = _label("queues", i, name)
-        if "name" not in entry:
-            r.problems.append(f"{where}name: required")
+    for i, entry in r.tables(data, "queues"):
+        name, where = r.named(entry, "queues", i)
         r.unknown(entry, {"name", "assignment", "agents", "language"}, where)
         assignment = r.get(entry, "assignment", str, "none", where,
                            lambda v: None if v in ASSIGNMENTS else f"{v!r}: one of {', '.join(ASSIGNMENTS)}")
@@ -835,11 +850,7 @@ def _queues(r: _Reader, data: Mapping[str, Any], agents: Sequence[AgentSettings]
                                   "([[agents]] address or alias)")
         if name:
             result.append(QueueSettings(name, assignment, tuple(dict.fromkeys(addresses)), language))
-    seen: set[str] = set()
-    for queue in result:
-        if queue.name in seen:
-            r.problems.append(f'queues: name "{queue.name}" appears twice')
-        seen.add(queue.name)
+    r.unique("queues", [queue.name for queue in result])
     return tuple(result)
 
 
@@ -925,21 +936,10 @@ def _then(r: _Reader, table: Mapping[str, Any], where: str, queue_names: Sequenc
 def _routing(r: _Reader, data: Mapping[str, Any], queue_names: Sequence[str],
              agents: Sequence[AgentSettings]) -> tuple[RoutingSettings, ...]:
     """[[routing]], in order: each rule's when (all asked conditions hold) and then (what it does)."""
-    raw = data.get("routing", [])
-    if not isinstance(raw, list):
-        r.problems.append("routing: must be an array of tables ([[routing]])")
-        return ()
     primary = _agent_addresses(agents)
     result: list[RoutingSettings] = []
-    for i, entry in enumerate(raw):
-        if not isinstance(entry, dict):
-            r.problems.append(f"routing[{i}]: must be a table")
-            continue
-        name = r.get(entry, "name", str, "", _label("routing", i, None),
-                     lambda v: None if v.strip() else "must not be empty").strip()
-        where = _label("routing", i, name)
-        if "name" not in entry:
-            r.problems.append(f"{where}name: required")
+    for i, entry in r.tables(data, "routing"):
+        name, where = r.named(entry, "routing", i)
         r.unknown(entry, ROUTING_KEYS, where)
         when = _when(r, r.table(entry, "when", where), f"{where}when.")
         then_table = r.table(entry, "then", where)
@@ -950,11 +950,7 @@ def _routing(r: _Reader, data: Mapping[str, Any], queue_names: Sequence[str],
                               "then.acknowledge or then.hold, or stop = true")
         if name:
             result.append(RoutingSettings(name, when, then, stop))
-    seen: set[str] = set()
-    for rule in result:
-        if rule.name in seen:
-            r.problems.append(f'routing: name "{rule.name}" appears twice')
-        seen.add(rule.name)
+    r.unique("routing", [rule.name for rule in result])
     return tuple(result)
 
 
@@ -1245,11 +1241,7 @@ def _escalate(r: _Reader, entry: Mapping[str, Any], where: str) -> tuple[Escalat
 
 
 def _sla_policy(r: _Reader, entry: Mapping[str, Any], i: int, queue_names: Sequence[str]) -> SlaPolicy | None:
-    name = r.get(entry, "name", str, "", _label("sla.policies", i, None),
-                 lambda v: None if v.strip() else "must not be empty").strip()
-    where = _label("sla.policies", i, name)
-    if "name" not in entry:
-        r.problems.append(f"{where}name: required")
+    name, where = r.named(entry, "sla.policies", i)
     r.unknown(entry, SLA_POLICY_KEYS, where)
     match = r.table(entry, "match", where)
     r.unknown(match, SLA_MATCH_KEYS, f"{where}match.")
@@ -1293,23 +1285,12 @@ def _sla(r: _Reader, data: Mapping[str, Any], queue_names: Sequence[str]) -> Sla
     region = _holiday_region(r, table)
     extra = _extra_holidays(r, table)
     notify = r.get(table, "notify_in_business_hours", bool, True, "sla.")
-    raw = table.get("policies", [])
     policies: list[SlaPolicy] = []
-    if not isinstance(raw, list):
-        r.problems.append("sla.policies: must be an array of tables ([[sla.policies]])")
-        raw = []
-    for i, entry in enumerate(raw):
-        if not isinstance(entry, dict):
-            r.problems.append(f"sla.policies[{i}]: must be a table")
-            continue
+    for i, entry in r.tables(table, "policies", "sla.policies"):
         policy = _sla_policy(r, entry, i, queue_names)
         if policy is not None:
             policies.append(policy)
-    seen: set[str] = set()
-    for policy in policies:
-        if policy.name in seen:
-            r.problems.append(f'sla.policies: name "{policy.name}" appears twice')
-        seen.add(policy.name)
+    r.unique("sla.policies", [policy.name for policy in policies])
     return SlaSettings(timezone, business_hours, region, extra, notify, tuple(policies))
 
 
