@@ -24,16 +24,17 @@ from collections.abc import Callable, Sequence
 from email.utils import parseaddr
 from types import FrameType, TracebackType
 from typing import IO, Any
+from urllib.parse import quote
 
 from mailticket.clock import Clock, SystemClock
-from mailticket.domain import Envelope, RawState
+from mailticket.domain import Envelope, RawState, SubjectTag
 from mailticket.errors import CantCreateError, ConfigError, SchemaError, TemporaryError
 from mailticket.ingest.committer import GroupCommitter
 from mailticket.ingest.inbox import Inbox
 from mailticket.ingest.pipeline import Pipeline
-from mailticket.marks import MessageIdSigner, ReplyTokenSigner
+from mailticket.marks import CsatTokenSigner, MessageIdSigner, ReplyTokenSigner
 from mailticket.outbox.queue import OutboxWriter
-from mailticket.outbox.render import Renderer
+from mailticket.outbox.render import RatingLink, Renderer
 from mailticket.outbox.sender import Sender
 from mailticket.outbox.transport import Transport, make_transport
 from mailticket.rules.admin import Admin, Changes
@@ -45,8 +46,10 @@ from mailticket.rules.mailing import Mailer
 from mailticket.rules.routing import RoutingRule
 from mailticket.schedule.heartbeat import INTERVAL as HEARTBEAT_INTERVAL
 from mailticket.schedule.heartbeat import Heartbeat
+from mailticket.schedule.sweep import DueSweep
 from mailticket.schedule.ticker import Ticker
 from mailticket.settings import IdentitySettings, MailboxSettings, Settings
+from mailticket.sla.clocks import Timekeeper
 from mailticket.sources.imap import ImapPoller
 from mailticket.sources.imaprun import ImapRunner, poll_once
 from mailticket.sources.smtp import SmtpListener
@@ -54,14 +57,17 @@ from mailticket.sources.status import StatusBoard
 from mailticket.store import agents, repo
 from mailticket.store import paths as state_folders
 from mailticket.store.db import Database
+from mailticket.store.models import Ticket
 
 log = logging.getLogger("mailticket")
 
 TEMPLATES = ["ack_new", "agent_notify", "agent_reply", "identity_refused", "collision", "command_error",
-             "command_receipt"]
+             "command_receipt", "sla_reminder", "sla_escalation", "pending_reminder", "pending_closed",
+             "solved_closed", "csat_survey"]
 INBOX_JOB = "drain_inbox"
 OUTBOX_JOB = "flush_outbox"
 HEARTBEAT_JOB = "heartbeat"
+SWEEP_JOB = "due_sweep"
 INBOX_BATCH = 50  # the outbox is woken after each batch the pipeline commits
 OUTBOX_BATCH = 100  # due rows read per query
 OUTBOX_ROWS_PER_RUN = 5000  # then the job returns; its next tick (or wake) goes on
@@ -85,6 +91,7 @@ class App:
         database: Database | None = None,
         inbox_interval: float = 2.0,
         outbox_interval: float = 5.0,
+        sweep_interval: float = 30.0,
         imap_options: dict[str, Any] | None = None,
     ) -> None:
         self.settings = settings
@@ -93,13 +100,16 @@ class App:
         self.renderer = Renderer(settings.template_dir)
         self.signer = MessageIdSigner(settings.message_id_domain, lambda: install_secret(settings.identity))
         self.tokens = ReplyTokenSigner(lambda: install_secret(settings.identity))
+        self.csat_tokens = CsatTokenSigner(lambda: install_secret(settings.identity))
         self.outbox_writer = OutboxWriter(self.renderer, self.signer, settings)
         self.assigner = Assigner(settings)
         self.mailer = Mailer(settings, self.outbox_writer, self.tokens)
-        self.rules = Engine(settings, rule_list(settings), self.mailer, self.assigner)
-        self.admin = Admin(settings, self.mailer, self.signer)
+        self.keeper = Timekeeper(settings.sla, settings.lifecycle, csat=settings.csat_enabled)
+        self.rules = Engine(settings, rule_list(settings), self.mailer, self.assigner, self.keeper)
+        self.admin = Admin(settings, self.mailer, self.signer, self.keeper)
         self.inbox = Inbox(self.db, self.clock)
-        self.pipeline = Pipeline(self.db, settings, self.clock, self.rules, self.signer, self.tokens)
+        self.pipeline = Pipeline(self.db, settings, self.clock, self.rules, self.signer, self.tokens,
+                                 csat=self.csat_tokens)
         envelope_from = parseaddr(settings.outbound.from_address)[1] or settings.mailboxes[0].address
         self.sender = Sender(
             self.db,
@@ -109,8 +119,9 @@ class App:
             envelope_from,
         )
         self.status = StatusBoard(self.db, self.clock)
+        self.sweep = DueSweep(self.db, self.keeper, self.mailer, self.clock, self._survey_links)
         # What start() runs; stop() takes it down in reverse.
-        self._intervals = {INBOX_JOB: inbox_interval, OUTBOX_JOB: outbox_interval}
+        self._intervals = {INBOX_JOB: inbox_interval, OUTBOX_JOB: outbox_interval, SWEEP_JOB: sweep_interval}
         self._imap_options = imap_options or {}
         self.ticker: Ticker | None = None
         self.committer: GroupCommitter | None = None
@@ -256,6 +267,7 @@ class App:
             if self.ticker is not None and self.heartbeat is not None:
                 self.ticker.every(INBOX_JOB, self._intervals[INBOX_JOB], self._drain_inbox)
                 self.ticker.every(OUTBOX_JOB, self._intervals[OUTBOX_JOB], self._flush_outbox)
+                self.ticker.every(SWEEP_JOB, self._intervals[SWEEP_JOB], self._due_sweep)
                 self.ticker.every(HEARTBEAT_JOB, HEARTBEAT_INTERVAL.total_seconds(), self.heartbeat.beat,
                                   at_start=False)
                 self.ticker.start()
@@ -323,6 +335,7 @@ class App:
                 return
             if any(o.decision != "quarantined" for o in outcomes):
                 self.wake(OUTBOX_JOB)  # its acknowledgements are committed: send them now
+                self.wake(SWEEP_JOB)  # a ticket solved by mail gets its survey now, not at the next tick
             if len(outcomes) < INBOX_BATCH:
                 return
 
@@ -342,6 +355,43 @@ class App:
             budget -= max(1, result.sent + result.retried + result.failed + result.uncertain)
             if result.unrecorded or not ticker.woken(OUTBOX_JOB):
                 return
+
+
+    def _due_sweep(self) -> None:
+        ticker = self.ticker
+        try:
+            result = self.sweep.run(should_stop=ticker.stopping.is_set if ticker is not None else None)
+        except TemporaryError as exc:
+            log.warning("due sweep: %s; will retry", exc)
+            return
+        if result.queued:
+            self.wake(OUTBOX_JOB)
+
+    def _survey_links(self, ticket: Ticket) -> list[RatingLink]:
+        """The survey's ratings 1..5: mailto links to the ticket's signed plus-addresses."""
+        mailbox = self.outbox_writer.mailbox_of(ticket).email
+        subject = quote(f"{SubjectTag(self.settings.subject_tag_prefix).format(ticket.number)} {ticket.subject}")
+        links = []
+        for rating in range(1, 6):
+            address = self.csat_tokens.address(mailbox, ticket.number, rating)
+            links.append(RatingLink(rating, address, f"mailto:{address}?subject={subject}"))
+        return links
+
+    # -- `mailticket tick`: each job once ------------------------------------------------
+
+    def tick(self) -> dict[str, Any]:
+        """Poll each IMAP mailbox once, drain the inbox, sweep what is due, flush the outbox; what each did
+        (`mailticket tick`, for cron-driven installs and for checks)."""
+        report: dict[str, Any] = {"imap": self.poll_once(self.imap_mailboxes) if self.imap_mailboxes else []}
+        outcomes = self.pipeline.drain(limit=None)
+        report["inbox"] = {"processed": len(outcomes),
+                           "quarantined": sum(1 for o in outcomes if o.state == RawState.QUARANTINED)}
+        report["sweep"] = self.sweep.run().as_dict()
+        flushed = self.sender.drain(OUTBOX_BATCH, OUTBOX_ROWS_PER_RUN)
+        report["outbox"] = {"sent": flushed.sent, "retried": flushed.retried, "failed": flushed.failed,
+                            "uncertain": flushed.uncertain}
+        report["ok"] = all(r.get("ok", False) for r in report["imap"]) and not report["sweep"]["failed"]
+        return report
 
 
 def install_secret(identity: IdentitySettings) -> bytes:

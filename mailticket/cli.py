@@ -183,6 +183,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def cmd_tick(args: argparse.Namespace) -> int:
+    """Each job once, then exit: IMAP poll, inbox, due sweep, outbox (for cron-driven installs and checks)."""
+    with _app(args) as app:
+        report = app.tick()
+    if args.json:
+        _print_json(report)
+    else:
+        inbox, sweep, outbox = report["inbox"], report["sweep"], report["outbox"]
+        for r in report["imap"]:
+            print(f"imap {r['mailbox']} {r['folder']}: " + (f"error: {r['error']}" if r["error"] else
+                                                            f"{r.get('new', 0)} new, {r.get('fetched', 0)} fetched"))
+        print(f"inbox: {inbox['processed']} processed, {inbox['quarantined']} quarantined")
+        done = ", ".join(f"{n} {kind}" for kind, n in sweep["done"].items()) or "nothing due"
+        print(f"due sweep: {sweep['tickets']} tickets looked at: {done}"
+              + (f"; {sweep['skipped']} skipped" if sweep["skipped"] else "")
+              + (f"; {sweep['failed']} failed (see the log)" if sweep["failed"] else ""))
+        print(f"outbox: {outbox['sent']} sent, {outbox['retried']} to retry, {outbox['failed']} failed"
+              + (f", {outbox['uncertain']} uncertain" if outbox["uncertain"] else ""))
+    return EX_OK if report["ok"] else EX_TEMPFAIL
+
+
 def _imap_mailboxes(app: App, wanted: Sequence[str] | None) -> list[MailboxSettings]:
     mailboxes = app.imap_mailboxes
     if wanted:
@@ -249,6 +270,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     with _app(args) as app, app.db.transaction() as session:
         report = readmodel.explain(session, args.message_id)
+        if report is not None and report["ticket"] is not None:
+            report["sla"] = readmodel.ticket_sla(session, report["ticket"], app.keeper, app.clock.now())
     if report is None:
         print(f"mailticket: no message with Message-ID <{args.message_id.strip('<>')}> was received or sent",
               file=sys.stderr)
@@ -266,6 +289,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(f"  verdict: {report['verdict']} ({report['verdict_reason']})")
     if report["ticket"] is not None:
         print(f"  ticket: #{report['ticket']}")
+        for line in (report.get("sla") or {}).get("why", []):
+            print(f"    sla: {line}")
     for other in report["same_message_id"]:
         ticket = f" (ticket #{other['ticket']})" if other["ticket"] is not None else ""
         print(f"  note: a different message reused this Message-ID: raw #{other['raw_id']}{ticket}; "
@@ -331,6 +356,8 @@ def cmd_tickets_list(args: argparse.Namespace) -> int:
 def cmd_tickets_show(args: argparse.Namespace) -> int:
     with _app(args) as app, app.db.transaction() as session:
         data = readmodel.ticket(session, args.number, full=args.full)
+        if data is not None:
+            data["sla"] = readmodel.ticket_sla(session, args.number, app.keeper, app.clock.now())
     if data is None:
         print(f"tickets show: no ticket #{args.number}", file=sys.stderr)
         return 1
@@ -346,6 +373,12 @@ def cmd_tickets_show(args: argparse.Namespace) -> int:
     if data["linked_to"] is not None:
         print(f"linked to #{data['linked_to']} (its mail referenced that ticket, whose participants do not "
               "include the sender)")
+    sla = data["sla"]
+    if sla is not None and sla["policy"] is not None:
+        breached = f"  BREACHED: {', '.join(sla['breached'])}" if sla["breached"] else ""
+        print(f"sla{' (paused)' if sla['paused'] else ''}{breached}")
+        for line in sla["why"]:
+            print(f"    {line}")
     for m in data["messages"]:
         sender = m["from"] or f"{UNKNOWN_SENDER}, From: {m['from_header']!r}"
         marks = [m["verdict"] or "outbound", m["author_role"]]
@@ -533,6 +566,87 @@ def cmd_agents_away(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+EX_UNAVAILABLE = 69  # `report --plot` without matplotlib
+
+
+def _span(minutes: float | None) -> str:
+    if minutes is None:
+        return "-"
+    days, rest = divmod(round(minutes), 24 * 60)
+    hours, mins = divmod(rest, 60)
+    return f"{days}d {hours}h {mins:02d}m" if days else f"{hours}h {mins:02d}m" if hours else f"{mins}m"
+
+
+def _percent(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{100 * ratio:.1f}%"
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from mailticket import plot
+    from mailticket.store.report import first_response_hours, parse_day
+    from mailticket.store.report import report as build_report
+
+    try:
+        since, until = parse_day("--since", args.since), parse_day("--until", args.until)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return EX_USAGE
+    if since is not None and until is not None and since > until:
+        print(f"report: --since {since} is after --until {until}", file=sys.stderr)
+        return EX_USAGE
+    if args.plot:
+        try:
+            plot.require()
+        except plot.PlotUnavailable as exc:
+            print(exc, file=sys.stderr)
+            return EX_UNAVAILABLE
+    with _app(args) as app:
+        if args.queue is not None and args.queue not in app.settings.queue_names:
+            print(f"report: --queue {args.queue}: unknown queue ({', '.join(app.settings.queue_names)})",
+                  file=sys.stderr)
+            return EX_USAGE
+        with app.db.transaction() as session:
+            data = build_report(session, app.keeper, app.clock.now(), since=since, until=until, queue=args.queue)
+            hours = first_response_hours(session, since=since, until=until, queue=args.queue) if args.plot else []
+    if args.plot:
+        try:
+            plot.draw(data, hours, Path(args.plot))
+        except plot.PlotUnavailable as exc:
+            print(exc, file=sys.stderr)
+            return EX_UNAVAILABLE
+    if args.json:
+        _print_json(data)
+        return EX_OK
+    period = data["period"]
+    print(f"tickets created {period['since'] or 'since the start'} .. {period['until'] or 'today'} (UTC days), "
+          f"{'queue ' + period['queue'] if period['queue'] else 'all queues'}: "
+          f"{sum(w['created'] for w in data['weekly'])}")
+    for name in ("first_response", "resolution"):
+        f = data[name]
+        print(f"{name.replace('_', ' ') + ':':<16} {f['count']} tickets; median {_span(f['median_minutes'])} "
+              f"(business {_span(f['median_business_minutes'])}), p90 {_span(f['p90_minutes'])} "
+              f"(business {_span(f['p90_business_minutes'])})")
+    print()
+    sla = data["sla"]
+    _table(["SLA target", "met", "missed", "compliance", "breached open"],
+           [[name.replace("_", " "), sla[name]["met"], sla[name]["missed"], _percent(sla[name]["compliance"]),
+             sla[name]["breached_open"]] for name in ("first_response", "next_response", "resolution")])
+    print(f"breaches: {sla['breaches']} (missed, and running past due now)")
+    print()
+    backlog = data["backlog"]
+    print("backlog now (not closed): " + (", ".join(f"{k} {v}" for k, v in backlog["by_status"].items()) or "none")
+          + ("; by queue: " + ", ".join(f"{k} {v}" for k, v in backlog["by_queue"].items())
+             if backlog["by_queue"] else ""))
+    reopen = data["reopen_rate"]
+    print(f"reopened: {reopen['reopened']} of {reopen['solved']} solved ({_percent(reopen['rate'])})")
+    csat = data["csat"]
+    print(f"satisfaction: {csat['count']} ratings, average {csat['average'] if csat['average'] is not None else '-'}"
+          + ("; " + "  ".join(f"{k}: {v}" for k, v in csat["distribution"].items()) if csat["count"] else ""))
+    if args.plot:
+        print(f"plot: {args.plot}")
+    return EX_OK
+
+
 # -- argument parsing ---------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -551,6 +665,9 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     add("serve", cmd_serve, "run the daemon: process the inbox, send the outbox")
+    p = add("tick", cmd_tick, "run each job once and exit: IMAP poll, inbox, due sweep (reminders, escalations, "
+            "auto-close, surveys), outbox")
+    p.add_argument("--json", action="store_true")
     p = add("ingest", cmd_ingest, "read one message on stdin (MTA pipe); exit 0 once stored, 75 if not")
     p.add_argument("--recipient", action="append", help="envelope recipient (repeatable)")
     p.add_argument("--sender", help="envelope sender")
@@ -575,6 +692,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p = add("status", cmd_status, "whether serve runs, each mail source's state, what waits in inbox and outbox")
     p.add_argument("--json", action="store_true")
+    p = add("report", cmd_report, "response and resolution times, SLA compliance, backlog, reopens, satisfaction")
+    p.add_argument("--since", metavar="YYYY-MM-DD", help="tickets created on this day (UTC) or later")
+    p.add_argument("--until", metavar="YYYY-MM-DD", help="tickets created on this day (UTC) or earlier")
+    p.add_argument("--queue", help="only tickets in this queue (the backlog too)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--plot", metavar="FILE.png", help="also draw weekly volume, first-response times and SLA "
+                                                      "compliance into this PNG (needs matplotlib)")
 
     tickets = add("tickets", lambda a: EX_USAGE, "list and show tickets").add_subparsers(dest="t", required=True)
     p = add("list", cmd_tickets_list, "list tickets", tickets)

@@ -193,3 +193,84 @@ class ReplyTokenSigner:
             if extension.startswith(REPLY_TOKEN_PREFIX):
                 return extension, self.read(extension)
         return None
+
+
+# --- Signed satisfaction-survey addresses ---------------------------------------------------------------------
+#
+# A survey offers ratings 1..5 as mailto links to ``support+csat.<token>.<rating>@example.com``. The token is
+# the ticket number in lower-case base 36 followed directly by 20 hex digits (80 bits) of HMAC-SHA256 over
+# ``csat-token:`` + that number: a different message prefix than reply tokens and Message-IDs, so neither can
+# ever pass for a csat token. The MAC has a fixed length, so the token needs no separator: only [0-9a-z]. The
+# rating is not signed: whoever holds the token may give any rating, and a rating out of 1..5 is not genuine.
+
+CSAT_PREFIX = "csat."
+CSAT_RATINGS = range(1, 6)
+
+_CSAT_MAC_HEX = 20
+_CSAT_TOKEN = re.compile(rf"^{_NUM}([0-9a-f]{{{_CSAT_MAC_HEX}}})$")
+_CSAT_RATING = re.compile(r"^[1-9][0-9]{0,2}$")  # canonical: "05" is no rating
+
+
+@dataclass(frozen=True)
+class CsatVote:
+    """What a ``csat.`` address says; ``genuine`` False: a forged or garbled token, or a rating out of 1..5
+    (``ticket``/``rating`` then say what could be read, 0 when nothing could)."""
+
+    ticket: int
+    rating: int
+    genuine: bool
+
+
+class CsatTokenSigner:
+    """Makes and checks the tokens of satisfaction-survey addresses; ``key`` is called once, on first use."""
+
+    def __init__(self, key: Callable[[], bytes]) -> None:
+        self._key_source = key
+        self._key: bytes | None = None
+
+    def _mac(self, number: str) -> str:
+        if self._key is None:
+            self._key = self._key_source()
+        message = b"csat-token:" + number.encode("ascii")
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()[:_CSAT_MAC_HEX]
+
+    def make(self, ticket: int) -> str:
+        """The token for this ticket: lower-case, only [0-9a-z]; ValueError for a number out of range."""
+        if not 0 <= ticket <= _TOKEN_MAX_NUMBER:
+            raise ValueError(f"ticket number out of range for a csat token: {ticket}")
+        number = _to_b36(ticket)
+        return number + self._mac(number)
+
+    def address(self, mailbox: str, ticket: int, rating: int) -> str:
+        """``support@example.com``, #12, 5: ``support+csat.<token>.5@example.com``."""
+        local, at, domain = mailbox.strip().rpartition("@")
+        if not at or not local or not domain or "+" in local:
+            raise ValueError(f"not a mailbox address: {mailbox!r}")
+        if rating not in CSAT_RATINGS:
+            raise ValueError(f"a rating is 1 to 5, not {rating}")
+        return f"{local}+{CSAT_PREFIX}{self.make(ticket)}.{rating}@{domain}"
+
+    def read(self, extension: str) -> CsatVote:
+        """What ``csat.<token>.<rating>`` (any letter case) says."""
+        body = extension.strip().lower().removeprefix(CSAT_PREFIX)
+        token, _dot, rating_text = body.rpartition(".")
+        rating = int(rating_text) if _CSAT_RATING.match(rating_text) else 0
+        match = _CSAT_TOKEN.match(token) if len(token) <= 40 else None
+        if match is None:
+            return CsatVote(0, rating, False)
+        number, mac = match.groups()
+        genuine = hmac.compare_digest(mac, self._mac(number)) and rating in CSAT_RATINGS
+        return CsatVote(int(number, 36), rating, genuine)
+
+    def find(self, mailboxes: Iterable[str], recipients: Iterable[str]) -> CsatVote | None:
+        """The vote of the first recipient ``<local>+csat.<token>.<rating>@<domain>`` of one of our mailboxes;
+        None when no recipient has a ``csat.`` extension."""
+        ours = {m.strip().lower() for m in mailboxes}
+        for recipient in recipients:
+            local, at, domain = recipient.strip().strip("<>").lower().rpartition("@")
+            base, plus, extension = local.partition("+")
+            if not at or not plus or f"{base}@{domain}" not in ours:
+                continue
+            if extension.startswith(CSAT_PREFIX):
+                return self.read(extension)
+        return None

@@ -266,6 +266,8 @@ class Settings:
     command_receipt: str = "errors"  # [commands] receipt: when an agent's commands are answered (RECEIPTS)
     attach_max_bytes: int = 10 * 1024 * 1024  # [notify] attach_max_bytes: larger customer files are a note
     sla: SlaSettings | None = None  # [sla]; None when the config has no [sla] table
+    lifecycle: LifecycleSettings = field(default_factory=lambda: LifecycleSettings())
+    csat_enabled: bool = True  # [csat] enabled: a survey when a ticket is solved
 
     @property
     def is_sqlite(self) -> bool:
@@ -1005,7 +1007,7 @@ def _smtp(r: _Reader, data: Mapping[str, Any], base: Path) -> SmtpListenSettings
     )
 
 
-# --- [sla]: service-level targets counted in business time (mailticket.schedule.business does the counting) ---
+# --- [sla]: service-level targets counted in business time (mailticket.sla.business does the counting) ---
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = datetime.weekday()
 SLA_KEYS = {"timezone", "business_hours", "holidays", "extra_holidays", "notify_in_business_hours", "policies"}
@@ -1111,7 +1113,7 @@ class SlaPolicy:
 
 @dataclass(frozen=True)
 class SlaSettings:
-    """``[sla]``; build its business-time calendar with ``mailticket.schedule.business.calendar_of``."""
+    """``[sla]``; build its business-time calendar with ``mailticket.sla.business.calendar_of``."""
 
     timezone: str = "UTC"  # an IANA zone name, checked at load
     business_hours: dict[int, Ranges] | None = None  # weekday (0 = Monday) -> open ranges; None = 24x7
@@ -1123,6 +1125,29 @@ class SlaSettings:
     def policy_for(self, priority: str, queue: str) -> SlaPolicy | None:
         """The first policy whose match holds, or None."""
         return next((p for p in self.policies if p.matches(priority, queue)), None)
+
+
+@dataclass(frozen=True)
+class LifecycleSettings:
+    """``[lifecycle]`` timers, in calendar time (a day = 24 hours); None = never (the key set to false)."""
+
+    pending_reminder_after: Duration | None = Duration(3)  # a pending ticket's reminder to the customer
+    pending_close_after: Duration | None = Duration(7)  # a pending ticket is closed, with a notice
+    solved_close_after: Duration | None = Duration(4)  # a solved ticket is closed
+
+
+LIFECYCLE_TIMERS = ("pending_reminder_after", "pending_close_after", "solved_close_after")
+
+
+def _lifecycle_timer(r: _Reader, table: Mapping[str, Any], key: str, default: Duration) -> Duration | None:
+    value = table.get(key, default)
+    if value is default or value is False:
+        return None if value is False else default
+    duration = parse_duration(value) if isinstance(value, str) else None
+    if duration is None or duration.is_zero:
+        r.problems.append(f"lifecycle.{key}: {value!r} is not a duration {DURATION_EXAMPLES} (or false for never)")
+        return default
+    return duration
 
 
 def _zone(value: Any) -> str | None:
@@ -1297,7 +1322,8 @@ def _sla(r: _Reader, data: Mapping[str, Any], queue_names: Sequence[str]) -> Sla
 def _build(data: Mapping[str, Any], source: str, base: Path, env: Mapping[str, str], embedded: bool) -> Settings:
     r = _Reader()
     r.unknown(data, {"database", "mailboxes", "agents", "outbound", "smtp", "mail", "templates", "log", "limits",
-                     "identity", "paths", "queues", "routing", "lifecycle", "notify", "commands", "sla"}, "")
+                     "identity", "paths", "queues", "routing", "lifecycle", "notify", "commands", "sla",
+                     "csat"}, "")
     state_dir = _state_dir(r, data, base, env)
     database_url = _database(r, data, state_dir, env)
     auto_upgrade_default = embedded
@@ -1320,8 +1346,14 @@ def _build(data: Mapping[str, Any], source: str, base: Path, env: Mapping[str, s
     cc_participants = r.get(mail, "cc_participants", bool, True, "mail.")
 
     lifecycle = r.table(data, "lifecycle")
-    r.unknown(lifecycle, {"reopen_days"}, "lifecycle.")
+    r.unknown(lifecycle, {"reopen_days", *LIFECYCLE_TIMERS}, "lifecycle.")
     reopen_days = r.get(lifecycle, "reopen_days", int, 14, "lifecycle.", _positive)
+    defaults = LifecycleSettings()
+    timers = LifecycleSettings(*(_lifecycle_timer(r, lifecycle, key, getattr(defaults, key))
+                                 for key in LIFECYCLE_TIMERS))
+    csat = r.table(data, "csat")
+    r.unknown(csat, {"enabled"}, "csat.")
+    csat_enabled = r.get(csat, "enabled", bool, True, "csat.")
 
     commands = r.table(data, "commands")
     r.unknown(commands, {"receipt"}, "commands.")
@@ -1386,4 +1418,6 @@ def _build(data: Mapping[str, Any], source: str, base: Path, env: Mapping[str, s
         command_receipt=receipt,
         attach_max_bytes=attach_max_bytes,
         sla=sla,
+        lifecycle=timers,
+        csat_enabled=csat_enabled,
     )

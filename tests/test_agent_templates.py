@@ -15,6 +15,7 @@ from mailticket.ingest.language import guess_language
 from mailticket.outbox.render import (
     REPLY_MARKERS,
     AttachmentLine,
+    RatingLink,
     Renderer,
     file_language,
     mail_context,
@@ -95,11 +96,13 @@ def test_the_rules_context_has_the_sample_shape() -> None:
     shape of both samples (nested keys, and the keys of an attachment)."""
     context = mail_context(ticket_number=5, ticket_subject="s", tag="[#5]", status="new",
                            customer=Address("A", "a@customer.example"), mailbox=Address("S", "s@example.com"),
-                           attachments=[AttachmentLine("a.pdf", 3)])
+                           attachments=[AttachmentLine("a.pdf", 3)],
+                           ratings=[RatingLink(1, "s+csat.x.1@example.com", "mailto:s+csat.x.1@example.com")])
     full, bare = sample_contexts()
     assert shape(context) == shape(full)
-    assert {k: shape(v) for k, v in bare.items() if k != "attachments"} == {
-        k: shape(v) for k, v in context.items() if k != "attachments"}
+    lists = ("attachments", "ratings")
+    assert {k: shape(v) for k, v in bare.items() if k not in lists} == {
+        k: shape(v) for k, v in context.items() if k not in lists}
     assert context["ticket"]["requester"] == "a@customer.example" and context["ticket"]["requester_name"] == "A"
 
 

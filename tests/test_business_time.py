@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mailticket.schedule.business import Calendar, Duration, calendar_of, parse_duration
 from mailticket.settings import SlaSettings, parse_clock_ranges
+from mailticket.sla.business import Calendar, Duration, calendar_of, parse_duration
 
 BERLIN = ZoneInfo("Europe/Berlin")
 UTC = dt.UTC

@@ -94,7 +94,7 @@ def test_ticket_shows_participants_and_messages_and_none_for_unknown(app: App) -
         data = readmodel.ticket(session, number)
         assert readmodel.ticket(session, number + 1000) is None
     assert data is not None
-    assert set(data) == SUMMARY_KEYS | {"participants", "messages"}
+    assert set(data) == SUMMARY_KEYS | {"participants", "messages", "csat"}
     assert data["subject"] == "Printer on fire"
     assert any(p["email"] == "alice@customer.example" for p in data["participants"])
     [message] = [m for m in data["messages"] if m["message_id"] == "show-1@customer.example"]

@@ -27,6 +27,7 @@ from mailticket.rules.actions import (
     KeepStatus,
     NoAcknowledgement,
     QueueMail,
+    RecordRating,
     SetPriority,
     SetQueue,
     SetStatus,
@@ -36,6 +37,7 @@ from mailticket.rules.base import Rule
 from mailticket.rules.builtin import (
     AcknowledgeNew,
     AgentMail,
+    CsatRating,
     ImportedHistory,
     MachineMail,
     NotACustomer,
@@ -144,6 +146,16 @@ CASES: list[tuple[Rule, str, dict[str, Any], list[Action]]] = [
                                              "sender": AGENT, "sender_is_agent": True}, []),
     (ReopenOnCustomerReply(), "auto-reply", {"created": False, "status": TicketStatus.PENDING, "verdict": AUTO}, []),
     (ReopenOnCustomerReply(), "new ticket", {"status": TicketStatus.PENDING}, []),
+    (ReopenOnCustomerReply(), "satisfaction rating", {"created": False, "status": TicketStatus.SOLVED,
+                                                     "csat_rating": 4}, []),
+    # csat_rating
+    (CsatRating(), "rating with a comment", {"created": False, "status": TicketStatus.SOLVED, "csat_rating": 4,
+                                             "csat_comment": "Quick, thanks"},
+     [RecordRating(4, "Quick, thanks"), KeepStatus("a satisfaction rating does not reopen the ticket"),
+      NoAcknowledgement("a satisfaction rating is not acknowledged")]),
+    (CsatRating(), "no rating", {"created": False, "status": TicketStatus.SOLVED}, []),
+    (CsatRating(), "machine", {"created": False, "csat_rating": 4, "verdict": AUTO}, []),
+    (CsatRating(), "agent", {"created": False, "csat_rating": 4, "sender": AGENT, "sender_is_agent": True}, []),
 ]
 
 
@@ -203,12 +215,13 @@ def names(rules: list[Rule]) -> list[str]:
 def test_builtin_rules_order() -> None:
     agent_rules = ["unverified_agent_mail", "collision", "held_reply", "relay_agent_reply", "agent_commands"]
     assert names(builtin_rules(False)) == ["machine_mail", "agent_mail", "not_a_customer", "imported_history",
-                                           "queue_assignment", "sender_not_verified", "acknowledge_new",
-                                           "reopen_on_reply", *agent_rules, "notify_agents"]
+                                           "queue_assignment", "sender_not_verified", "csat_rating",
+                                           "acknowledge_new", "reopen_on_reply", *agent_rules, "notify_agents"]
     assert names(builtin_rules(False, receipts=True))[-2:] == ["command_receipt", "notify_agents"]
     assert names(builtin_rules(True, agents=False)) == [
         "machine_mail", "agent_mail", "not_a_customer", "imported_history", "priority_from_headers",
-        "queue_assignment", "sender_not_verified", "acknowledge_new", "reopen_on_reply", *agent_rules]
+        "queue_assignment", "sender_not_verified", "csat_rating", "acknowledge_new", "reopen_on_reply",
+        *agent_rules]
     billing = RoutingRule(RoutingSettings("billing", RoutingWhen(), RoutingThen(queue="billing")))
     vip = RoutingRule(RoutingSettings("vip", RoutingWhen(), RoutingThen(priority="high")))
     rules = builtin_rules(True, routing=[billing, vip])

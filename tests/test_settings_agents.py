@@ -142,7 +142,8 @@ def test_trusted_ids_without_dmarc_are_fine(tmp_path: Path) -> None:
     ('[lifecycle]\nreopen_days = 0\n', "lifecycle.reopen_days: must be greater than 0"),
     ('[lifecycle]\nreopen_days = true\n', "lifecycle.reopen_days: must be an integer, not True"),
     ('[lifecycle]\nreopen_days = 1.5\n', "lifecycle.reopen_days: must be int, not 1.5"),
-    ('[lifecycle]\nreopen_after = 3\n', "lifecycle.reopen_after: unknown key (known: reopen_days)"),
+    ('[lifecycle]\nreopen_after = 3\n', "lifecycle.reopen_after: unknown key (known: pending_close_after, "
+     "pending_reminder_after, reopen_days, solved_close_after)"),
     ('lifecycle = 3\n', "lifecycle: must be a table"),
     ('[notify]\nattach_max_bytes = -1\n', "notify.attach_max_bytes: must be greater than 0"),
     ('[notify]\nattach_max_bytes = "10M"\n', "notify.attach_max_bytes: must be int, not '10M'"),

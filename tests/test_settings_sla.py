@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from mailticket.errors import ConfigError
-from mailticket.schedule.business import calendar_of
 from mailticket.settings import Duration, Escalation, SlaPolicy, load
+from mailticket.sla.business import calendar_of
 
 EXAMPLE = """
 [sla]

@@ -44,7 +44,7 @@ from mailticket.ingest.language import guess_language
 from mailticket.ingest.parse import parse
 from mailticket.ingest.replies import read_reply
 from mailticket.ingest.threads import ThreadMatch, find_thread, merged_target
-from mailticket.marks import MessageIdSigner, ReplyTokenSigner
+from mailticket.marks import CSAT_RATINGS, CsatTokenSigner, CsatVote, MessageIdSigner, ReplyTokenSigner
 from mailticket.rules.bounces import record_bounce
 from mailticket.rules.commands import parse_commands
 from mailticket.rules.engine import Engine
@@ -82,6 +82,8 @@ class _Recognized:
     match: ThreadMatch
     claim: agentmail.AgentClaim | None = None  # the sender is an agent: what their mail proves
     dmarc: DmarcResult | None = None  # a customer's mail, with trusted_authserv_ids set
+    csat: CsatVote | None = None  # an accepted satisfaction rating for match.ticket_number
+    csat_ignored: str = ""  # why a csat address among the recipients was not taken as a rating
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,8 @@ class Preview:
 class Pipeline:
     def __init__(self, db: Database, settings: Settings, clock: Clock, rules: Engine,
                  signer: MessageIdSigner, tokens: ReplyTokenSigner, *, parse_fn: Callable[[bytes], ParsedMail] = parse,
-                 parse_budget: float | None = PARSE_BUDGET_SECONDS) -> None:
+                 parse_budget: float | None = PARSE_BUDGET_SECONDS, csat: CsatTokenSigner | None = None) -> None:
+        self._csat = csat  # None: csat addresses are ordinary recipients
         self._parse_fn = parse_fn
         self._parse_budget = parse_budget  # seconds one message's parse may take; None: unbounded
         self._db = db
@@ -220,7 +223,45 @@ class Pipeline:
         checked = None
         if agent is None and self._settings.identity.trusted_authserv_ids:
             checked = dmarc_from_headers(mail, self._settings.identity.trusted_authserv_ids)
-        return _Recognized(sender, is_agent, verdict, bounce, match, claim, checked)
+        vote, ignored = None, ""
+        if agent is None and self._csat is not None:
+            vote = self._csat.find(self._settings.support_addresses, _recipients(mail, envelope))
+            if vote is not None:
+                ignored = self._csat_refusal(session, vote, sender, verdict, match, checked)
+                if ignored:
+                    vote = None
+                elif match.ticket_number is None:
+                    # A mailto link composes a new mail: no References, any subject. The signed address names
+                    # the ticket, as an agent's token does.
+                    match = ThreadMatch(vote.ticket, f"the signed rating address names #{vote.ticket}", "csat")
+        return _Recognized(sender, is_agent, verdict, bounce, match, claim, checked, vote, ignored)
+
+    @staticmethod
+    def _csat_refusal(session: Session, vote: CsatVote, sender: Address, verdict: Verdict, match: ThreadMatch,
+                      checked: DmarcResult | None) -> str:
+        """Why this csat address is not a rating ("" when it is): the mail is then an ordinary one."""
+        if not verdict.is_human:
+            return f"{verdict.kind} mail is never a rating"
+        if not vote.genuine:
+            if vote.rating not in CSAT_RATINGS:
+                return f"the rating address says {vote.rating or 'no rating'}, not 1 to 5"
+            return "the rating address is not signed by this install (forged)"
+        ticket = session.get(Ticket, vote.ticket)
+        if ticket is None:
+            return f"the rating address names #{vote.ticket}, which does not exist"
+        if ticket.merged_into is not None:
+            return f"the rating address names #{vote.ticket}, which was merged into #{ticket.merged_into}"
+        if match.ticket_number is not None and match.ticket_number != vote.ticket:
+            return f"the mail belongs to #{match.ticket_number}, its rating address names #{vote.ticket}"
+        who = sender.email.lower()
+        member = bool(who) and (who == ticket.requester.lower() or session.execute(
+            select(Participant.id).where(Participant.ticket_number == ticket.number, Participant.email == who)
+            .limit(1)).first() is not None)
+        if not member:
+            return f"{who or 'the sender'} is neither the requester nor a participant of #{vote.ticket}"
+        if checked is not None and checked.verdict not in ("none", "pass"):
+            return f"sender not verified: {checked.detail}"
+        return ""
 
     def preview(self, raw: bytes, envelope: Envelope) -> Preview:
         """What processing would see in this message, storing nothing (`mailticket rules test`)."""
@@ -270,6 +311,10 @@ class Pipeline:
                        ticket_number=ticket.number, raw_id=row.id, message_id=message_id)
         repo.add_event(session, now, "new_ticket" if created else "threaded", match.reason,
                        ticket_number=ticket.number, raw_id=row.id, message_id=message_id)
+        if seen.csat_ignored:
+            repo.add_event(session, now, "csat_ignored", f"not a satisfaction rating: {seen.csat_ignored}",
+                           ticket_number=ticket.number, raw_id=row.id, message_id=message_id,
+                           data={"reason": seen.csat_ignored})
         self._note_identity(session, row, mail, ticket, message_id, now,
                             [(raw_id, number) for raw_id, number in shared if raw_id < row.id])
         if match.linked_to is not None and created:
@@ -362,6 +407,8 @@ class Pipeline:
             held=identity.held if identity else None,
             text=text,
             language=guess_language(mail.header("Content-Language"), text),
+            csat_rating=seen.csat.rating if seen.csat is not None else None,
+            csat_comment=text.strip() if seen.csat is not None else "",
         )
 
     def _mailbox(self, mail: ParsedMail, envelope: Envelope) -> MailboxSettings:

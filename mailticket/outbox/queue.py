@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from mailticket.domain import Address, Attachment, Direction, OutboxState, Role, SubjectTag
 from mailticket.marks import MessageIdSigner
 from mailticket.outbox.compose import Composed, compose
-from mailticket.outbox.render import AttachmentLine, Renderer, RenderError, mail_context
+from mailticket.outbox.render import AttachmentLine, Renderer, RenderError, SlaLine, mail_context
 from mailticket.settings import Settings
 from mailticket.store.models import Message, OutboxRow, Ticket
 from mailticket.text import clean_line
@@ -66,11 +66,11 @@ class OutboxWriter:
         return f"{self._tag.format(ticket.number)} {ticket.subject}"
 
     def ticket_mail(self, session: Session, *, kind: str, ticket: Ticket, recipient: Address,
-                    answering: Message | None, caused_by: int | None, now: dt.datetime) -> OutboxRow:
-        """A templated mail to the customer about a ticket (the acknowledgement), from its support mailbox:
-        subject, tag and context are made here, the one place that knows them. ValueError for an address
-        no header can carry."""
-        context = self._context(ticket, recipient)
+                    answering: Message | None, caused_by: int | None, now: dt.datetime, **parts: Any) -> OutboxRow:
+        """A templated mail to the customer about a ticket (the acknowledgement, lifecycle notices, the
+        survey), from its support mailbox: subject, tag and context are made here, the one place that knows
+        them; ``parts`` are further ``mail_context`` values. ValueError for an address no header can carry."""
+        context = self._context(ticket, recipient, **parts)
         return self.queue(session, kind=kind, ticket=ticket, sender=self.mailbox_of(ticket), recipient=recipient,
                           subject=self._subject(ticket), context=context, answering=answering,
                           caused_by=caused_by, now=now, language=self.customer_language(ticket))
@@ -105,6 +105,21 @@ class OutboxWriter:
                           recipient=recipient, subject=self._subject(ticket), context=context, answering=answering,
                           caused_by=caused_by, now=now, language=language, cc=cc, attachments=attachments,
                           auto_submitted="", author_role=Role.AGENT)
+
+    def sla_notice(self, session: Session, *, kind: str, ticket: Ticket, recipient: Address, language: str,
+                   sla: SlaLine, last: Message | None, reply_to: str | None, now: dt.datetime) -> OutboxRow:
+        """sla_reminder and sla_escalation: to an agent or a lead, about a ticket's target, with the
+        customer's last visible text; Reply-To the agent's signed reply address when there is one."""
+        mailbox = self.mailbox_of(ticket)
+        customer = Address(ticket.requester_name, ticket.requester)
+        author = Address(last.from_name, last.from_addr) if last is not None else Address("", "")
+        context = self._context(ticket, customer, agent=recipient, message_from=author,
+                                message_text=last.visible_text if last is not None else "",
+                                date=_date(last) if last is not None else "", language=language, sla=sla)
+        return self.queue(session, kind=kind, ticket=ticket, sender=mailbox, recipient=recipient,
+                          subject=self._subject(ticket), context=context, answering=last, now=now, language=language,
+                          reply_to=Address(mailbox.name, reply_to) if reply_to else None,
+                          auto_submitted="auto-generated", internal=True)
 
     def to_agent(self, session: Session, *, kind: str, ticket: Ticket, about: Message, agent: Address,
                  language: str, reason: str = "", sent: Message | None = None, reply_to: str | None = None,

@@ -65,6 +65,30 @@ def file_language(filename: str) -> str:
 
 
 @dataclass(frozen=True)
+class SlaLine:
+    """What an SLA reminder or escalation is about. ``due`` and ``over`` are written out ("2026-12-07
+    13:00 UTC", "2h 15m"); ``over`` is "" while the target is not yet due (a reminder), ``left`` then says
+    how much business time is left; ``level`` is the escalation level (0 for a reminder)."""
+
+    target: str  # first_response, next_response, resolution
+    policy: str
+    due: str
+    due_local: str = ""  # the same instant in the SLA timezone, e.g. "2026-12-07 14:00 CET"
+    over: str = ""
+    left: str = ""
+    level: int = 0
+
+
+@dataclass(frozen=True)
+class RatingLink:
+    """One satisfaction rating in a survey: ``address`` is the signed plus-address, ``href`` its mailto."""
+
+    rating: int
+    address: str
+    href: str
+
+
+@dataclass(frozen=True)
 class AttachmentLine:
     """One attachment as a mail lists it; ``attached`` False means over the size limit, only named."""
 
@@ -79,7 +103,8 @@ def mail_context(*, ticket_number: int, ticket_subject: str, tag: str, status: s
                  message_text: str = "", verified: bool | None = None, note: str = "", is_new_ticket: bool = False,
                  date: str = "", attachments: Sequence[AttachmentLine] = (), language: str = DEFAULT_LANGUAGE,
                  reason: str = "", sent_from_name: str = "", sent_text: str = "", sent_date: str = "",
-                 held_text: str = "") -> dict[str, Any]:
+                 held_text: str = "", sla: SlaLine | None = None, ratings: Sequence[RatingLink] = (),
+                 close_at: str = "", waited_days: int = 0) -> dict[str, Any]:
     """The context every mail template renders with (the single definition of its keys).
 
     Every kind renders from this one shape; what a kind does not need stays at its neutral default.
@@ -90,6 +115,7 @@ def mail_context(*, ticket_number: int, ticket_subject: str, tag: str, status: s
     requester = requester if requester is not None else customer
     agent = agent if agent is not None else Address("", "")
     message_from = message_from if message_from is not None else Address("", "")
+    sla = sla if sla is not None else SlaLine("", "", "")
     return {
         "ticket": {"number": ticket_number, "subject": ticket_subject, "tag": tag, "status": status,
                    "priority": priority, "queue": queue, "requester": requester.email,
@@ -104,6 +130,13 @@ def mail_context(*, ticket_number: int, ticket_subject: str, tag: str, status: s
         "reason": reason,
         "sent": {"from_name": sent_from_name, "text": sent_text, "date": sent_date},
         "held_text": held_text,
+        # sla_reminder, sla_escalation: the target, how long it is over (message.text: the customer's last text)
+        "sla": {"target": sla.target, "policy": sla.policy, "due": sla.due, "due_local": sla.due_local,
+                "over": sla.over, "left": sla.left, "level": sla.level},
+        # csat_survey: ratings 1..5, each a mailto link to a signed plus-address
+        "ratings": [{"rating": r.rating, "address": r.address, "href": r.href} for r in ratings],
+        # pending_reminder: the day the ticket closes if nothing comes; waited_days: how long it waited
+        "lifecycle": {"close_at": close_at, "waited_days": waited_days},
     }
 
 
@@ -123,6 +156,11 @@ def sample_contexts() -> list[dict[str, Any]]:
         reason="the reply came from bob@elsewhere.example, not from the agent's address bob@example.com",
         sent_from_name="Carol Agent", sent_text="Hello Alice,\n\nthe fire brigade is on its way.\n\nCarol",
         sent_date="2024-05-01 09:41 +0200", held_text="Hi Alice,\n\nplease unplug the printer.\n\nBob",
+        sla=SlaLine("first_response", "high", "2024-05-01 13:00 UTC", "2024-05-01 15:00 CEST", "2h 15m", "", 2),
+        ratings=[RatingLink(n, f"support+csat.1a2b.{n}@example.com",
+                            f"mailto:support+csat.1a2b.{n}@example.com?subject=%5B%231234%5D%20Rating%20{n}")
+                 for n in range(1, 6)],
+        close_at="2024-05-05", waited_days=3,
     )
     bare = mail_context(ticket_number=1, ticket_subject="", tag="[#1]", status="open",
                         customer=Address("", "alice@customer.example"),

@@ -156,6 +156,17 @@ class SetAway:
 
 
 @dataclass(frozen=True)
+class RecordRating:
+    """The customer's satisfaction rating (1..5) and comment go on the ticket; a later one replaces it."""
+
+    rating: int
+    comment: str
+
+    def describe(self) -> str:
+        return f"satisfaction rating {self.rating}" + (" with a comment" if self.comment else "")
+
+
+@dataclass(frozen=True)
 class Stop:
     """Later routing rules do not run (``stop = true``)."""
 
@@ -164,7 +175,7 @@ class Stop:
 
 
 Action = (SetQueue | SetPriority | AddTags | Assign | QueueMail | SetStatus | KeepStatus | Hold | NoAcknowledgement
-          | Internal | Discard | Unassign | RemoveTags | ChangeCc | Merge | SetAway | Stop)
+          | Internal | Discard | Unassign | RemoveTags | ChangeCc | Merge | SetAway | RecordRating | Stop)
 
 
 def as_data(action: Action) -> dict[str, Any]:

@@ -16,6 +16,8 @@ from mailticket.errors import MailticketError
 from mailticket.marks import MessageIdSigner
 from mailticket.rules.mailing import Mailer
 from mailticket.settings import Settings
+from mailticket.sla.clocks import Timekeeper
+from mailticket.store import clocks as clock_store
 from mailticket.store import repo
 from mailticket.store.models import Message, Ticket
 
@@ -35,8 +37,9 @@ class Changes:
 
 
 class Admin:
-    def __init__(self, settings: Settings, mailer: Mailer, signer: MessageIdSigner) -> None:
+    def __init__(self, settings: Settings, mailer: Mailer, signer: MessageIdSigner, keeper: Timekeeper) -> None:
         self._settings = settings
+        self._keeper = keeper
         self._mailer = mailer
         self._signer = signer
 
@@ -73,6 +76,7 @@ class Admin:
             if ticket.status == TicketStatus.NEW:
                 self._status(session, ticket, TicketStatus.OPEN.value, by, now)
         ticket.updated_at = now
+        clock_store.refresh(session, ticket, self._keeper, now)
         return message
 
     def change(self, session: Session, number: int, changes: Changes, *, by: str, now: dt.datetime) -> list[str]:
@@ -108,6 +112,7 @@ class Admin:
             ticket.queue = changes.queue
         if done:
             ticket.updated_at = now
+            clock_store.refresh(session, ticket, self._keeper, now)  # priority, queue, status: new due times
         return done
 
     # -- helpers -----------------------------------------------------------------
@@ -122,10 +127,7 @@ class Admin:
     def _status(self, session: Session, ticket: Ticket, status: str, by: str, now: dt.datetime) -> str:
         line = self._event(session, ticket, "status", f"{ticket.status} -> {status}", by, now,
                            {"from": ticket.status, "to": status})
-        ticket.status = status
-        ticket.solved_at = now if status == TicketStatus.SOLVED else (ticket.solved_at if status ==
-                                                                       TicketStatus.CLOSED else None)
-        ticket.closed_at = now if status == TicketStatus.CLOSED else None
+        clock_store.set_status(ticket, status, now)
         return line
 
     @staticmethod

@@ -19,6 +19,7 @@ from mailticket.rules.actions import (
     KeepStatus,
     NoAcknowledgement,
     QueueMail,
+    RecordRating,
     SetPriority,
     SetStatus,
 )
@@ -140,6 +141,21 @@ class QueueAssignment:
 
 
 @dataclass(frozen=True)
+class CsatRating:
+    name: str = field(default="csat_rating", init=False)
+    description: str = field(default="a customer's answer to the satisfaction survey records the rating; it does "
+                                      "not reopen the ticket, is not acknowledged and notifies nobody", init=False)
+    group: str = field(default=REACTION, init=False)
+
+    def check(self, facts: Facts) -> list[Action]:
+        if facts.csat_rating is None or facts.created or facts.machine or facts.sender_is_agent:
+            return []
+        return [RecordRating(facts.csat_rating, facts.csat_comment),
+                KeepStatus("a satisfaction rating does not reopen the ticket"),
+                NoAcknowledgement("a satisfaction rating is not acknowledged")]
+
+
+@dataclass(frozen=True)
 class AcknowledgeNew:
     name: str = field(default="acknowledge_new", init=False)
     description: str = field(default="a new ticket from a human is acknowledged ([mail] acknowledge_new)",
@@ -147,7 +163,7 @@ class AcknowledgeNew:
     group: str = field(default=REACTION, init=False)
 
     def check(self, facts: Facts) -> list[Action]:
-        if facts.created and not facts.machine and facts.acknowledge_new:
+        if facts.created and not facts.machine and facts.acknowledge_new and facts.csat_rating is None:
             return [QueueMail("ack_new", "requester")]
         return []
 
@@ -160,8 +176,8 @@ class ReopenOnCustomerReply:
     group: str = field(default=REACTION, init=False)
 
     def check(self, facts: Facts) -> list[Action]:
-        if facts.created or facts.machine or facts.sender_is_agent:
-            return []
+        if facts.created or facts.machine or facts.sender_is_agent or facts.csat_rating is not None:
+            return []  # a satisfaction rating is no request: rule csat_rating
         if facts.status in (TicketStatus.PENDING, TicketStatus.SOLVED, TicketStatus.CLOSED):
             return [SetStatus(TicketStatus.OPEN, f"customer replied to a {facts.status} ticket")]
         return []
@@ -297,8 +313,8 @@ class NotifyAgents:
     def check(self, facts: Facts) -> list[Action]:
         if facts.machine or facts.sender_is_agent or facts.sender_is_support:
             return []
-        if facts.imported:
-            return []
+        if facts.imported or facts.csat_rating is not None:
+            return []  # a rating is on the ticket, for reports: nothing for an agent to answer
         return [QueueMail("agent_notify", "agents")]
 
 
@@ -309,7 +325,7 @@ def builtin_rules(priority_from_headers: bool, routing: Sequence[Rule] = (), age
     if priority_from_headers:
         rules.append(PriorityFromHeaders())
     rules.extend(routing)
-    rules.extend([QueueAssignment(), SenderNotVerified(), AcknowledgeNew(), ReopenOnCustomerReply(),
+    rules.extend([QueueAssignment(), SenderNotVerified(), CsatRating(), AcknowledgeNew(), ReopenOnCustomerReply(),
                   UnverifiedAgentMail(), AgentCollision(), HeldReply(), RelayAgentReply(), AgentCommands()])
     if receipts:  # [commands] receipt = "always"
         rules.append(CommandReceipt())

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from mailticket.domain import TicketStatus
+from mailticket.domain import Role
 from mailticket.rules.actions import (
     Action,
     AddTags,
@@ -29,6 +29,7 @@ from mailticket.rules.actions import (
     Merge,
     NoAcknowledgement,
     QueueMail,
+    RecordRating,
     RemoveTags,
     SetAway,
     SetPriority,
@@ -44,7 +45,9 @@ from mailticket.rules.facts import Facts
 from mailticket.rules.mailing import Mailer
 from mailticket.rules.routing import RoutingRule
 from mailticket.settings import Settings
+from mailticket.sla.clocks import Timekeeper
 from mailticket.store import agents as agent_store
+from mailticket.store import clocks as clock_store
 from mailticket.store import participants, repo
 from mailticket.store.models import Message, Ticket
 
@@ -80,6 +83,7 @@ class Decision:
     cc: list[ChangeCc] = field(default_factory=list)
     merge: tuple[str, Merge] | None = None
     away: list[SetAway] = field(default_factory=list)
+    rating: tuple[str, RecordRating] | None = None  # a satisfaction rating to record
 
     @property
     def acknowledges(self) -> bool:
@@ -141,13 +145,17 @@ def _resolve(decision: Decision, rule: Rule, action: Action, stopped: set[str]) 
         decision.merge = (name, action)
     elif isinstance(action, SetAway):
         decision.away.append(action)
+    elif isinstance(action, RecordRating):
+        decision.rating = (name, action)
     elif isinstance(action, Stop):
         stopped.add(rule.group)
 
 
 class Engine:
-    def __init__(self, settings: Settings, rules: Sequence[Rule], mailer: Mailer, assigner: Assigner) -> None:
+    def __init__(self, settings: Settings, rules: Sequence[Rule], mailer: Mailer, assigner: Assigner,
+                 keeper: Timekeeper) -> None:
         self._settings = settings
+        self._keeper = keeper
         self.rules = list(rules)
         self._mailer = mailer
         self._assigner = assigner
@@ -163,9 +171,16 @@ class Engine:
             ticket.updated_at = now
         self._route(session, decision, ticket, record, now)
         self._status(decision, ticket, record, now)
+        self._rating(decision, ticket, record, now)
         self._commands(session, decision, ticket, facts, record, now)
         self._notes(session, decision, message, record)
         self._mail(session, decision, ticket, message, facts, raw_id, record, now)
+        if facts.created and facts.imported:
+            ticket.imported = True  # history: no SLA clock starts
+        if (not facts.created and facts.verdict.is_human and message.author_role == Role.CUSTOMER
+                and not message.internal and facts.csat_rating is None and not facts.imported):
+            clock_store.customer_wrote(ticket, now)  # machine mail, a rating, imported history: no clock
+        clock_store.refresh(session, ticket, self._keeper, now)
         return decision
 
     def dry_run(self, session: Session, facts: Facts) -> dict[str, Any]:
@@ -308,10 +323,19 @@ class Engine:
             rule, change = decision.status
             record("status", f"{ticket.status} -> {change.status}: {change.reason}", rule=rule,
                    data={"from": ticket.status, "to": str(change.status), "reason": change.reason})
-            ticket.status = change.status
-            ticket.solved_at = now if change.status == TicketStatus.SOLVED else (
-                ticket.solved_at if change.status == TicketStatus.CLOSED else None)
-            ticket.closed_at = now if change.status == TicketStatus.CLOSED else None
+            clock_store.set_status(ticket, change.status, now)
+
+    def _rating(self, decision: Decision, ticket: Ticket, record: _Recorder, now: dt.datetime) -> None:
+        """The customer's satisfaction rating replaces any earlier one; the message stays on the ticket."""
+        if decision.rating is None:
+            return
+        rule, rating = decision.rating
+        previous = ticket.csat_rating
+        ticket.csat_rating = rating.rating
+        ticket.csat_comment = rating.comment or None
+        ticket.csat_at = now
+        record("csat", f"satisfaction rating {rating.rating}" + (f" (was {previous})" if previous else ""),
+               rule=rule, data={"rating": rating.rating, "comment": rating.comment, "previous": previous})
 
     def _mail(self, session: Session, decision: Decision, ticket: Ticket, message: Message, facts: Facts,
               raw_id: int | None, record: _Recorder, now: dt.datetime) -> None:

@@ -40,6 +40,10 @@ class Facts:
     commands_only: bool = False  # the mail was nothing but commands: nothing to relay
     command_lines: tuple[str, ...] = ()  # the command lines as written
     language: str | None = None  # what the mail says its language is (Content-Language, else a guess)
+    # A satisfaction rating the intake accepted (a genuine csat address, from the ticket's requester or a
+    # participant, human mail): 1..5, with the visible text of the mail as its comment ("" when empty).
+    csat_rating: int | None = None
+    csat_comment: str = ""
 
     @property
     def machine(self) -> bool:

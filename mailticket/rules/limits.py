@@ -17,7 +17,9 @@ from sqlalchemy.orm import Session
 from mailticket.settings import LimitSettings
 from mailticket.store.models import AddressSuppression, OutboxRow
 
-AUTO_KINDS = frozenset({"ack_new", "reminder", "escalation", "survey", "auto_close", "identity_refused"})
+# Automatic mail to customers (and identity_refused, which anyone can make us send): the rate ladder counts these.
+AUTO_KINDS = frozenset({"ack_new", "pending_reminder", "pending_closed", "solved_closed", "csat_survey",
+                        "identity_refused"})
 ONCE_PER_TICKET = frozenset({"ack_new"})
 
 

@@ -11,8 +11,9 @@ the mail at hand, at their configured address (never the mail's From).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -20,12 +21,13 @@ from sqlalchemy.orm import Session
 from mailticket.domain import Address, Attachment, Direction, OutboxState, Role
 from mailticket.marks import ReplyTokenSigner
 from mailticket.outbox.queue import OutboxWriter
-from mailticket.outbox.render import AttachmentLine
+from mailticket.outbox.render import AttachmentLine, SlaLine
 from mailticket.rules.actions import QueueMail
 from mailticket.rules.facts import Facts
 from mailticket.rules.limits import AutoMailGate
 from mailticket.settings import AgentSettings, Settings
 from mailticket.store import agents as agent_store
+from mailticket.store import clocks as clock_store
 from mailticket.store.models import AttachmentRow, Blob, Message, OutboxRow, Participant, Ticket
 
 Record = Callable[..., None]
@@ -98,17 +100,13 @@ class Mailer:
             select(Participant).where(Participant.ticket_number == ticket.number).order_by(Participant.id)
         ).scalars() if p.email != ticket.requester and p.email not in support and not self._settings.is_agent(p.email)
             and p.role != "agent"]
-        answering = session.execute(
-            select(Message).where(Message.ticket_number == ticket.number, Message.direction == Direction.IN,
-                                  Message.author_role == Role.CUSTOMER, Message.internal.is_(False))
-            .order_by(Message.id.desc()).limit(1)
-        ).scalar()
+        answering = self.last_customer_message(session, ticket)
         row = self._outbox.relay_reply(session, ticket=ticket, text=text, agent=Address(agent.name, agent.address),
                                        recipient=Address(ticket.requester_name, ticket.requester), cc=cc,
                                        answering=answering, attachments=_attachments(session, text)[0],
                                        caused_by=raw_id, now=now)
         if row.state != OutboxState.FAILED:
-            ticket.first_response_at = ticket.first_response_at or now
+            clock_store.agent_answered(ticket, now)
             if text is not message:
                 record("released", f"the held reply (message {text.id}) is sent", rule=rule,
                        data={"held": text.id})
@@ -161,6 +159,69 @@ class Mailer:
                                     agent=Address(agent.name, agent.address), language=agent.language,
                                     reason=reason, sent=sent, reply_to=reply_to, caused_by=raw_id, now=now)
         self._queued(session, rule, mail.kind, row, record)
+
+    # -- timed mail (the due sweep) ----------------------------------------------------
+
+    @staticmethod
+    def last_customer_message(session: Session, ticket: Ticket) -> Message | None:
+        """The customer's latest public message on the ticket (what a reply answers, what a notice quotes)."""
+        return session.execute(
+            select(Message).where(Message.ticket_number == ticket.number, Message.direction == Direction.IN,
+                                  Message.author_role == Role.CUSTOMER, Message.internal.is_(False))
+            .order_by(Message.id.desc()).limit(1)
+        ).scalar()
+
+    def to_customer(self, session: Session, rule: str, kind: str, ticket: Ticket, record: Record, now: dt.datetime,
+                    **parts: Any) -> OutboxRow | None:
+        """A lifecycle notice or the survey to the requester, through the automatic-mail gate; None when
+        refused (the refusal is recorded)."""
+        recipient = Address(ticket.requester_name, ticket.requester)
+        refusal = "the requester's address is unknown" if not recipient.email else self._gate.refusal(
+            session, kind=kind, ticket_number=ticket.number, recipient=recipient.email, now=now)
+        if refusal is not None:
+            record("suppressed", f"{kind}: {refusal}", rule=rule, data={"what": kind, "reason": refusal})
+            return None
+        try:
+            row = self._outbox.ticket_mail(session, kind=kind, ticket=ticket, recipient=recipient,
+                                           answering=self.last_customer_message(session, ticket), caused_by=None,
+                                           now=now, **parts)
+        except ValueError as exc:
+            record("suppressed", f"{kind}: {exc}", rule=rule, data={"what": kind, "reason": str(exc)})
+            return None
+        self._queued(session, rule, kind, row, record)
+        return row
+
+    def sla_notice(self, session: Session, rule: str, kind: str, ticket: Ticket, to: Sequence[str], sla: SlaLine,
+                   record: Record, now: dt.datetime) -> list[str]:
+        """A reminder (``to`` empty: the assignee, else the queue's agents) or an escalation (to the policy's
+        addresses); the addresses mailed. An agent gets a reply address signed for them and this ticket."""
+        if to:
+            recipients: list[tuple[str, AgentSettings | None]] = [(a, self._settings.agent_for(a)) for a in to]
+        else:
+            agents, why = self.to_notify(session, ticket)
+            if not agents:
+                record("suppressed", f"{kind}: {why}", rule=rule, data={"what": kind, "reason": why})
+                return []
+            recipients = [(a.address, a) for a in agents]
+        last = self.last_customer_message(session, ticket)
+        queue = self._settings.queue_for(ticket.queue)
+        mailed: list[str] = []
+        for address, agent in recipients:
+            reply_to = None
+            if agent is not None:
+                reply_to = self._tokens.address(self._outbox.mailbox_of(ticket).email,
+                                                self._tokens.make(ticket.number, agent.address, now))
+            language = agent.language if agent is not None else queue.language if queue is not None else "en"
+            try:
+                row = self._outbox.sla_notice(session, kind=kind, ticket=ticket,
+                                              recipient=Address(agent.name if agent else "", address),
+                                              language=language, sla=sla, last=last, reply_to=reply_to, now=now)
+            except ValueError as exc:
+                record("suppressed", f"{kind}: {exc}", rule=rule, data={"what": kind, "reason": str(exc)})
+                continue
+            self._queued(session, rule, kind, row, record)
+            mailed.append(address)
+        return mailed
 
     def to_notify(self, session: Session, ticket: Ticket) -> tuple[list[AgentSettings], str]:
         """(the agents a ticket's news goes to, why them)."""

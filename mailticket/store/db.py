@@ -28,7 +28,7 @@ from mailticket.store.paths import create_private_file, make_dir, sqlite_file
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 # The newest migration in store/migrations/versions. Kept here so every CLI start
 # can check the schema without importing Alembic; a test keeps it in step.
-SCHEMA_HEAD = "0008"
+SCHEMA_HEAD = "0009"
 
 
 def make_engine(url: str, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS, **kwargs: Any) -> Engine:

@@ -109,6 +109,22 @@ class Ticket(Base):
     tags: Mapped[list[str]] = mapped_column(default=list)
     language: Mapped[str | None] = mapped_column(CleanString(8))  # the customer's, when their mail said so
     merged_into: Mapped[int | None] = mapped_column(Integer)  # `#merge N`: mail for this ticket goes to N
+    # SLA clocks (mailticket.sla.clocks computes them; store.clocks writes them). The due times are what the
+    # policy gives with the pauses added back; None when the target is met, stopped, paused or not set.
+    sla_policy: Mapped[str | None] = mapped_column(CleanString(100))
+    imported: Mapped[bool] = mapped_column(Boolean, default=False)  # opened by `mailticket import`: no SLA clock
+    first_response_due: Mapped[dt.datetime | None]
+    next_response_due: Mapped[dt.datetime | None]
+    resolution_due: Mapped[dt.datetime | None]
+    next_response_since: Mapped[dt.datetime | None]  # the customer's reply that waits for an answer
+    paused_at: Mapped[dt.datetime | None]  # pending or solved since: the clocks stand still
+    pauses: Mapped[list[list[str]]] = mapped_column(JSON, default=list)  # past pauses, [[start, end] ISO UTC]
+    # The next instant the due sweep must look at this ticket (a reminder, an escalation, a lifecycle
+    # step); None when nothing is planned. Indexed: the sweep reads only the rows that are due.
+    wake_at: Mapped[dt.datetime | None] = mapped_column(index=True)
+    csat_rating: Mapped[int | None] = mapped_column(Integer)  # 1..5, the latest satisfaction rating
+    csat_comment: Mapped[str | None] = mapped_column(CleanText)
+    csat_at: Mapped[dt.datetime | None]
 
     messages: Mapped[list[Message]] = relationship(back_populates="ticket", order_by="Message.id")
     participants: Mapped[list[Participant]] = relationship(back_populates="ticket", order_by="Participant.id")
@@ -260,6 +276,31 @@ class Event(Base):
     rule: Mapped[str | None] = mapped_column(CleanString(100))
     outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id"), index=True)
     data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class Notice(Base):
+    """The ledger of timed mail: each (ticket, target, kind, level) of one clock cycle is sent at most once.
+
+    ``target`` is the clock (first_response, next_response, resolution, pending, solved), ``cycle`` the
+    instant that clock started (a next_response clock restarts with each customer reply, a pending one
+    with each pending spell), ``level`` the escalation level (0 for reminders and lifecycle mail). The
+    unique key makes a second sweep that races the first fail its insert instead of sending twice.
+    """
+
+    __tablename__ = "notices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_number: Mapped[int] = mapped_column(ForeignKey("tickets.number", ondelete="CASCADE"))
+    target: Mapped[str] = mapped_column(CleanString(32))
+    kind: Mapped[str] = mapped_column(CleanString(32))
+    level: Mapped[int] = mapped_column(Integer, default=0)
+    cycle: Mapped[dt.datetime]
+    due_at: Mapped[dt.datetime]  # when it was planned
+    created_at: Mapped[dt.datetime]  # when the sweep sent it
+    recipients: Mapped[list[str]] = mapped_column(default=list)
+
+    __table_args__ = (UniqueConstraint("ticket_number", "target", "kind", "level", "cycle",
+                                       name="uq_notices_once"),)
 
 
 class ImapFolderState(Base):

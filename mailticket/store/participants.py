@@ -9,6 +9,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from mailticket.domain import TicketStatus
+from mailticket.store import clocks
 from mailticket.store.models import Message, OutboxRow, Participant, RawMessage, Ticket
 
 
@@ -45,8 +46,7 @@ def merge(session: Session, ticket: Ticket, into: int, now: dt.datetime) -> str:
     target.tags = list(dict.fromkeys([*target.tags, *ticket.tags]))
     target.updated_at = now
     ticket.merged_into = into
-    ticket.status = TicketStatus.CLOSED
-    ticket.closed_at = now
+    clocks.set_status(ticket, TicketStatus.CLOSED, now)
     ticket.updated_at = now
     session.expire(ticket, ["messages", "participants"])
     # events stay where they were written: each ticket keeps its own history

@@ -16,6 +16,8 @@ from sqlalchemy.orm import Session
 
 from mailticket.domain import OutboxState, RawState, TicketStatus
 from mailticket.settings import Settings
+from mailticket.sla.clocks import Timekeeper
+from mailticket.store import clocks as clock_store
 from mailticket.store import repo
 from mailticket.store.models import (
     AddressSuppression,
@@ -95,7 +97,27 @@ def ticket(session: Session, number: int, full: bool = False) -> dict[str, Any] 
     data = ticket_summary(row)
     data["participants"] = [{"email": p.email, "name": p.name, "role": p.role} for p in row.participants]
     data["messages"] = [message_dict(m, full) for m in row.messages]
+    data["csat"] = {"rating": row.csat_rating, "comment": row.csat_comment, "at": _iso(row.csat_at)}
     return data
+
+
+def ticket_sla(session: Session, number: int, keeper: Timekeeper, now: dt.datetime) -> dict[str, Any] | None:
+    """The ticket's SLA clocks as the sweep sees them (the due-time columns), what is breached now, and
+    why each due time is what it is (policy, business hours, pauses); None for an unknown ticket."""
+    row = session.get(Ticket, number)
+    if row is None:
+        return None
+    dues = {"first_response": row.first_response_due, "next_response": row.next_response_due,
+            "resolution": row.resolution_due}
+    clocks = keeper.clocks(clock_store.state_of(row))
+    return {
+        "policy": row.sla_policy,
+        **{f"{name}_due": _iso(due) for name, due in dues.items()},
+        "paused": row.status == TicketStatus.PENDING and row.paused_at is not None,
+        "breached": [name for name, due in dues.items() if due is not None and due <= now],
+        "next_check": _iso(row.wake_at),
+        "why": keeper.explain(clocks, now),
+    }
 
 
 # -- outbox, quarantine, suppressions ---------------------------------------------

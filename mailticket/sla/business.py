@@ -115,6 +115,11 @@ class Calendar:
             at = self._add_time(at, dt.timedelta(minutes=duration.minutes))
         return at
 
+    def add_time(self, start: dt.datetime, span: dt.timedelta) -> dt.datetime:
+        """The earliest instant by which ``span`` of open time has passed since ``start`` (any precision)."""
+        at = _utc(start)
+        return self._add_time(at, span) if span > dt.timedelta(0) else at
+
     def between(self, a: dt.datetime, b: dt.datetime) -> dt.timedelta:
         """Business time from ``a`` to ``b``; zero when ``b`` is not after ``a``."""
         a, b = _utc(a), _utc(b)
