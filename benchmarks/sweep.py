@@ -28,7 +28,7 @@ from sqlalchemy import insert
 from mailticket.app import App
 from mailticket.clock import FrozenClock
 from mailticket.settings import load
-from mailticket.store.models import Ticket
+from mailticket.store.models import SweepState, Ticket
 from tests.databases import scratch_database
 
 NOW = dt.datetime(2026, 12, 7, 9, 0, tzinfo=dt.UTC)
@@ -54,14 +54,15 @@ listen = []
     return path
 
 
-def rows(start: int, count: int, due: bool) -> list[dict[str, object]]:
+def rows(start: int, count: int, due: bool, plan: str) -> list[dict[str, object]]:
     created = NOW - dt.timedelta(days=9)
     result: list[dict[str, object]] = []
     for i in range(start, start + count):
         row: dict[str, object] = {
             "subject": f"Ticket {i}", "priority": "normal", "queue": "support", "mailbox": "support@example.com",
             "requester": f"customer{i}@example.net", "requester_name": "", "needs_review": False,
-            "created_at": created, "updated_at": created, "tags": [], "pauses": [], "paused_at": None}
+            "created_at": created, "updated_at": created, "tags": [], "pauses": [], "paused_at": None,
+            "sla_plan": plan}
         if due:
             row.update(status="pending", paused_at=NOW - dt.timedelta(days=8),
                        wake_at=NOW - dt.timedelta(days=1))
@@ -84,9 +85,12 @@ def build(directory: Path, url: str, total: int, due: int) -> App:
             batch: list[dict[str, object]] = []
             for offset in range(count):
                 number = made + offset
-                batch.extend(rows(number, 1, due=number % every == 0 and number // every < due))
+                batch.extend(rows(number, 1, due=number % every == 0 and number // every < due,
+                                  plan=app.keeper.plan_key))
             connection.execute(insert(Ticket), batch)
             made += count
+        # planned under the current configuration, as a running install's tickets are
+        connection.execute(insert(SweepState), [{"name": "plan_key", "value": app.keeper.plan_key, "updated_at": NOW}])
     return app
 
 

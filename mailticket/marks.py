@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 LOOP_HEADER = "X-Mailticket-Loop"
@@ -29,19 +29,45 @@ _MAC_HEX = 24  # 96 bits of HMAC-SHA256: more than enough against guessing, shor
 _SIGNED = re.compile(r"^mt\.(\d{1,12}|x)\.([0-9a-f]{16})\.([0-9a-f]{24})@(.+)$")
 
 
-class MessageIdSigner:
-    """Makes and checks our outbound Message-IDs; ``key`` is called once, on first use."""
+class _Keyed:
+    """The install key, fetched once, on first use (reading the secret may create it)."""
 
-    def __init__(self, domain: str, key: Callable[[], bytes]) -> None:
-        self._domain = domain.lower()
+    def __init__(self, key: Callable[[], bytes]) -> None:
         self._key_source = key
         self._key: bytes | None = None
 
-    def _mac(self, ticket: str, nonce: str) -> str:
+    def _hmac(self, message: bytes, hex_digits: int) -> str:
         if self._key is None:
             self._key = self._key_source()
-        message = f"message-id:{ticket}.{nonce}@{self._domain}".encode("ascii")
-        return hmac.new(self._key, message, hashlib.sha256).hexdigest()[:_MAC_HEX]
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()[:hex_digits]
+
+
+def _plus_address(mailbox: str, extension: str) -> str:
+    local, at, domain = mailbox.strip().rpartition("@")
+    if not at or not local or not domain or "+" in local:
+        raise ValueError(f"not a mailbox address: {mailbox!r}")
+    return f"{local}+{extension}@{domain}"
+
+
+def _extensions(mailboxes: Iterable[str], recipients: Iterable[str], prefix: str) -> Iterator[str]:
+    """The ``+extension`` (lower-cased) of each recipient at one of our mailboxes that starts with ``prefix``."""
+    ours = {m.strip().lower() for m in mailboxes}
+    for recipient in recipients:
+        local, at, domain = recipient.strip().strip("<>").lower().rpartition("@")
+        base, plus, extension = local.partition("+")
+        if at and plus and f"{base}@{domain}" in ours and extension.startswith(prefix):
+            yield extension
+
+
+class MessageIdSigner(_Keyed):
+    """Makes and checks our outbound Message-IDs; ``key`` is called once, on first use."""
+
+    def __init__(self, domain: str, key: Callable[[], bytes]) -> None:
+        super().__init__(key)
+        self._domain = domain.lower()
+
+    def _mac(self, ticket: str, nonce: str) -> str:
+        return self._hmac(f"message-id:{ticket}.{nonce}@{self._domain}".encode("ascii"), _MAC_HEX)
 
     def new(self, ticket_number: int | None) -> str:
         ticket = str(ticket_number) if ticket_number is not None else "x"
@@ -109,7 +135,7 @@ class ReplyToken:
     held: int | None = None  # a held reply's messages.id (collision tokens)
 
 
-class ReplyTokenSigner:
+class ReplyTokenSigner(_Keyed):
     """Makes and checks the tokens in agents' Reply-To addresses; ``key`` is called once, on first use.
 
     Stateless: everything the token says is in it, and the MAC (a different message prefix than
@@ -117,15 +143,8 @@ class ReplyTokenSigner:
     fresh enough, or the agent still assigned, is the caller's policy.
     """
 
-    def __init__(self, key: Callable[[], bytes]) -> None:
-        self._key_source = key
-        self._key: bytes | None = None
-
     def _mac(self, body: str) -> str:
-        if self._key is None:
-            self._key = self._key_source()
-        message = b"reply-token:" + body.encode("ascii")
-        return hmac.new(self._key, message, hashlib.sha256).hexdigest()[:_TOKEN_MAC_HEX]
+        return self._hmac(b"reply-token:" + body.encode("ascii"), _TOKEN_MAC_HEX)
 
     @staticmethod
     def agent_key(address: str) -> str:
@@ -171,12 +190,9 @@ class ReplyTokenSigner:
     @staticmethod
     def address(mailbox: str, token: str) -> str:
         """``support@example.com`` and a token: ``support+<token>@example.com``."""
-        local, at, domain = mailbox.strip().rpartition("@")
-        if not at or not local or not domain:
-            raise ValueError(f"not a mailbox address: {mailbox!r}")
         if not _TOKEN_CHARS.match(token):
             raise ValueError(f"not a reply token: {token!r}")
-        return f"{local}+{token}@{domain}"
+        return _plus_address(mailbox, token)
 
     def find(self, mailboxes: Iterable[str], recipients: Iterable[str]) -> tuple[str, ReplyToken | None] | None:
         """The first recipient ``<local>+<token>@<domain>`` of one of our mailboxes: (token, read(token)).
@@ -184,14 +200,8 @@ class ReplyTokenSigner:
         read() giving None means a forged or garbled token. Extensions that are not token-shaped
         (``support+billing@``) are ordinary addresses and ignored; None when no recipient has a token.
         """
-        ours = {m.strip().lower() for m in mailboxes}
-        for recipient in recipients:
-            local, at, domain = recipient.strip().strip("<>").lower().rpartition("@")
-            base, plus, extension = local.partition("+")
-            if not at or not plus or f"{base}@{domain}" not in ours:
-                continue
-            if extension.startswith(REPLY_TOKEN_PREFIX):
-                return extension, self.read(extension)
+        for extension in _extensions(mailboxes, recipients, REPLY_TOKEN_PREFIX):
+            return extension, self.read(extension)
         return None
 
 
@@ -221,18 +231,11 @@ class CsatVote:
     genuine: bool
 
 
-class CsatTokenSigner:
+class CsatTokenSigner(_Keyed):
     """Makes and checks the tokens of satisfaction-survey addresses; ``key`` is called once, on first use."""
 
-    def __init__(self, key: Callable[[], bytes]) -> None:
-        self._key_source = key
-        self._key: bytes | None = None
-
     def _mac(self, number: str) -> str:
-        if self._key is None:
-            self._key = self._key_source()
-        message = b"csat-token:" + number.encode("ascii")
-        return hmac.new(self._key, message, hashlib.sha256).hexdigest()[:_CSAT_MAC_HEX]
+        return self._hmac(b"csat-token:" + number.encode("ascii"), _CSAT_MAC_HEX)
 
     def make(self, ticket: int) -> str:
         """The token for this ticket: lower-case, only [0-9a-z]; ValueError for a number out of range."""
@@ -243,12 +246,9 @@ class CsatTokenSigner:
 
     def address(self, mailbox: str, ticket: int, rating: int) -> str:
         """``support@example.com``, #12, 5: ``support+csat.<token>.5@example.com``."""
-        local, at, domain = mailbox.strip().rpartition("@")
-        if not at or not local or not domain or "+" in local:
-            raise ValueError(f"not a mailbox address: {mailbox!r}")
         if rating not in CSAT_RATINGS:
             raise ValueError(f"a rating is 1 to 5, not {rating}")
-        return f"{local}+{CSAT_PREFIX}{self.make(ticket)}.{rating}@{domain}"
+        return _plus_address(mailbox, f"{CSAT_PREFIX}{self.make(ticket)}.{rating}")
 
     def read(self, extension: str) -> CsatVote:
         """What ``csat.<token>.<rating>`` (any letter case) says."""
@@ -265,12 +265,6 @@ class CsatTokenSigner:
     def find(self, mailboxes: Iterable[str], recipients: Iterable[str]) -> CsatVote | None:
         """The vote of the first recipient ``<local>+csat.<token>.<rating>@<domain>`` of one of our mailboxes;
         None when no recipient has a ``csat.`` extension."""
-        ours = {m.strip().lower() for m in mailboxes}
-        for recipient in recipients:
-            local, at, domain = recipient.strip().strip("<>").lower().rpartition("@")
-            base, plus, extension = local.partition("+")
-            if not at or not plus or f"{base}@{domain}" not in ours:
-                continue
-            if extension.startswith(CSAT_PREFIX):
-                return self.read(extension)
+        for extension in _extensions(mailboxes, recipients, CSAT_PREFIX):
+            return self.read(extension)
         return None

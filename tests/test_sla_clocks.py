@@ -183,3 +183,19 @@ def test_lifecycle_defaults_and_false_for_never(tmp_path: Path) -> None:
     assert settings.lifecycle.pending_reminder_after == parse_duration("2d12h")
     assert settings.lifecycle.pending_close_after == parse_duration("7d")
     assert settings.csat_enabled is True
+
+
+def test_a_pending_spell_after_the_breach_holds_the_later_escalation_levels(tmp_path: Path) -> None:
+    k = keeper(tmp_path)
+    # Breached Monday 13:00; pending Monday 14:00 to Tuesday 10:00: of the 4h to level 2, 3h were left.
+    clocks = k.clocks(ticket(MON, pauses=((at(7, 14), at(8, 10)),)))
+    assert clocks.targets["first_response"].deadline == at(7, 13)
+    assert sla_notices(clocks.planned)[1:] == [("sla_escalation", 1, at(7, 13)), ("sla_escalation", 2, at(8, 13))]
+
+
+def test_breached_before_the_pause_stays_breached_while_pending(tmp_path: Path) -> None:
+    k = keeper(tmp_path)
+    late = k.clocks(ticket(MON, status="pending", paused_at=at(7, 14)))
+    assert late.breached(at(8, 10)) == ["first_response"] and late.due("first_response") is None
+    early = k.clocks(ticket(MON, status="pending", paused_at=at(7, 10)))
+    assert early.breached(at(9, 10)) == []  # paused with 3h left: not breached however long it waits

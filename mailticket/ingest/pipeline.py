@@ -293,7 +293,10 @@ class Pipeline:
         if created:
             ticket = self._new_ticket(session, mail, sender, self._mailbox(mail, envelope), verdict, now)
         else:
-            ticket = session.get_one(Ticket, match.ticket_number)
+            # Locked (PostgreSQL) and read fresh: the due sweep may have just closed or reminded it; it skips a
+            # ticket locked here, and this waits for one it holds.
+            session.flush()
+            ticket = session.get_one(Ticket, match.ticket_number, with_for_update=True, populate_existing=True)
             if is_agent and mail.message_id and self._replayed(session, ticket.number, mail.message_id):
                 repo.add_event(session, now, "replayed", f"<{mail.message_id}> from agent {sender.email} is already "
                                f"on #{ticket.number}: nothing done again", ticket_number=ticket.number,

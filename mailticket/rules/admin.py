@@ -119,7 +119,7 @@ class Admin:
 
     @staticmethod
     def _ticket(session: Session, number: int) -> Ticket:
-        ticket = session.get(Ticket, number)
+        ticket = session.get(Ticket, number, with_for_update=True)  # PostgreSQL: not while the sweep has it
         if ticket is None:
             raise AdminError(f"no ticket #{number}")
         return ticket

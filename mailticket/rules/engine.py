@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from mailticket.domain import Role
+from mailticket.domain import Role, TicketStatus
 from mailticket.rules.actions import (
     Action,
     AddTags,
@@ -52,6 +52,7 @@ from mailticket.store import participants, repo
 from mailticket.store.models import Message, Ticket
 
 ACK = "ack_new"
+REOPENS = (TicketStatus.PENDING, TicketStatus.SOLVED, TicketStatus.CLOSED)  # a customer's mail to these reopens
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,8 @@ class Engine:
             ticket.imported = True  # history: no SLA clock starts
         if (not facts.created and facts.verdict.is_human and message.author_role == Role.CUSTOMER
                 and not message.internal and facts.csat_rating is None and not facts.imported):
-            clock_store.customer_wrote(ticket, now)  # machine mail, a rating, imported history: no clock
+            # machine mail, a rating, imported history: no clock; a mail that reopens the ticket starts one anew
+            clock_store.customer_wrote(ticket, now, restart=facts.status in REOPENS)
         clock_store.refresh(session, ticket, self._keeper, now)
         return decision
 
@@ -308,7 +310,12 @@ class Engine:
                    data={"agent": away.agent, "away": away.away, "by": facts.sender.email})
         if decision.merge is not None:
             rule, merge = decision.merge
+            waiting = clock_store.waiting_since(ticket)
             moved = participants.merge(session, ticket, merge.into, now)
+            target = session.get_one(Ticket, merge.into)
+            if waiting is not None:  # the customer's mail that waited for an answer waits on in the target
+                clock_store.customer_wrote(target, waiting)
+            clock_store.refresh(session, target, self._keeper, now)
             record("merged", f"merged into #{merge.into} by {facts.sender.email}: {moved}", rule=rule,
                    data={"into": merge.into, "by": facts.sender.email})
             repo.add_event(session, now, "merged", f"#{ticket.number} merged into this ticket by "
@@ -319,7 +326,7 @@ class Engine:
         if decision.keep_status is not None:
             rule, keep = decision.keep_status
             record("suppressed", f"status: {keep.reason}", rule=rule, data={"what": "status", "reason": keep.reason})
-        elif decision.status is not None:
+        elif decision.status is not None and decision.status[1].status != ticket.status:
             rule, change = decision.status
             record("status", f"{ticket.status} -> {change.status}: {change.reason}", rule=rule,
                    data={"from": ticket.status, "to": str(change.status), "reason": change.reason})

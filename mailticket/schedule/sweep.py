@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -36,7 +36,7 @@ from mailticket.sla.clocks import Clocks, Planned, Timekeeper
 from mailticket.store import clocks as clock_store
 from mailticket.store import repo
 from mailticket.store.db import Database
-from mailticket.store.models import Notice, Ticket
+from mailticket.store.models import Notice, SweepState, Ticket
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ TICKETS_PER_RUN = 5000  # then the run returns; the next tick goes on
 RETRY_AFTER = dt.timedelta(minutes=15)  # a ticket whose step failed is looked at again this much later
 RULE = "due_sweep"
 CLOSING = ("pending_closed", "solved_closed")
+PLAN_KEY = "plan_key"  # sweep_state: the configuration every open ticket was last planned with
 
 SurveyLinks = Callable[[Ticket], Sequence[RatingLink]]
 
@@ -55,6 +56,7 @@ class SweepResult:
     done: dict[str, int] = field(default_factory=dict)  # notices done, by kind
     skipped: int = 0  # planned steps recorded as not needed (a reminder overtaken by the close)
     failed: int = 0  # tickets whose step raised: retried RETRY_AFTER later
+    replanned: int = 0  # open tickets planned anew under a changed configuration
 
     @property
     def queued(self) -> bool:
@@ -62,7 +64,7 @@ class SweepResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {"tickets": self.tickets, "done": dict(sorted(self.done.items())), "skipped": self.skipped,
-                "failed": self.failed}
+                "failed": self.failed, "replanned": self.replanned}
 
 
 class DueSweep:
@@ -77,6 +79,7 @@ class DueSweep:
     def run(self, limit: int = TICKETS_PER_RUN, batch: int = BATCH,
             should_stop: Callable[[], bool] | None = None) -> SweepResult:
         result = SweepResult()
+        result.replanned = self.replan(limit, batch, should_stop)
         while result.tickets < limit and not (should_stop is not None and should_stop()):
             now = self._clock.now()
             size = min(batch, limit - result.tickets)
@@ -89,44 +92,113 @@ class DueSweep:
                 break
         return result
 
+    def replan(self, limit: int = TICKETS_PER_RUN, batch: int = BATCH,
+               should_stop: Callable[[], bool] | None = None) -> int:
+        """Plan every open ticket anew once the configuration (or the schema) changed: tickets from
+        before schema 0009 have no plan, and a changed [sla] moves every due time. One row read when
+        nothing changed; else up to ``limit`` tickets per run, until none is left (then the new key is
+        recorded)."""
+        key = self._keeper.plan_key
+        with self._db.transaction() as session:
+            state = session.get(SweepState, PLAN_KEY)
+            if state is not None and state.value == key:
+                return 0
+        done = 0
+        while done < limit and not (should_stop is not None and should_stop()):
+            now = self._clock.now()
+            with self._db.transaction() as session:
+                tickets = list(session.execute(
+                    select(Ticket).where(Ticket.status != TicketStatus.CLOSED,
+                                         or_(Ticket.sla_plan.is_(None), Ticket.sla_plan != key))
+                    .order_by(Ticket.number).limit(min(batch, limit - done)).with_for_update(skip_locked=True)
+                ).scalars())
+                for ticket in tickets:
+                    try:
+                        with session.begin_nested():
+                            clock_store.refresh(session, ticket, self._keeper, now)
+                    except (OperationalError, TemporaryError):
+                        raise
+                    except Exception:
+                        log.exception("due sweep: ticket #%d could not be planned anew; it keeps its old plan",
+                                      ticket.number)
+                        session.expire(ticket)
+                        ticket.sla_plan = key  # never again in this pass: the next change of it plans it
+                if not tickets:
+                    try:
+                        with session.begin_nested():
+                            session.merge(SweepState(name=PLAN_KEY, value=key, updated_at=now))
+                            session.flush()
+                    except IntegrityError:
+                        pass  # another instance finished the same pass at the same moment and recorded it
+                    log.info("due sweep: every open ticket is planned under the current configuration (%s)", key)
+                    break
+            done += len(tickets)
+        return done
+
     # -- one ticket ------------------------------------------------------------------
 
     def _one(self, session: Session, ticket: Ticket, now: dt.datetime, result: SweepResult) -> None:
         number = ticket.number
+        failed = False
         try:
             with session.begin_nested():
                 sent = clock_store.ledger(session, number)
+                if ticket.sla_plan != self._keeper.plan_key:
+                    clock_store.refresh(session, ticket, self._keeper, now, sent)  # plan anew before acting
                 clocks = self._keeper.clocks(clock_store.state_of(ticket))
                 due = [p for p in clocks.planned if self._keeper.send_at(p, now) <= now and p.key not in sent]
                 closing = any(p.kind in CLOSING for p in due)
                 for planned in due:
-                    skip = planned.kind == "pending_reminder" and closing
-                    notice = self._claim(session, ticket, planned, now)
-                    if notice is None:
-                        continue  # another sweep did it
-                    sent.add(planned.key)
-                    if skip:
-                        result.skipped += 1
-                        self._record(session, ticket, now)("skipped", f"{planned.kind}: the close is due as well",
-                                                           data={"kind": planned.kind, "target": planned.target})
+                    outcome = self._step(session, ticket, planned, clocks, now, skip=planned.kind == "pending_reminder"
+                                         and closing)
+                    if outcome is None:
+                        failed = True
                         continue
-                    notice.recipients = self._do(session, ticket, planned, clocks, now)
-                    result.done[planned.kind] = result.done.get(planned.kind, 0) + 1
-                    if planned.kind in CLOSING:
+                    sent.add(planned.key)
+                    if outcome == "skipped":
+                        result.skipped += 1
+                    elif outcome == "done":
+                        result.done[planned.kind] = result.done.get(planned.kind, 0) + 1
+                    if planned.kind in CLOSING and outcome == "done":
                         break  # the ticket is closed: what else was planned no longer holds
                 clock_store.refresh(session, ticket, self._keeper, now, sent)
         except (OperationalError, TemporaryError):
             raise  # the database itself failed: the batch is retried as a whole
         except Exception:
             log.exception("due sweep: ticket #%d failed; retried in %s", number, RETRY_AFTER)
-            result.failed += 1
+            failed = True
             session.expire(ticket)
-            ticket.wake_at = now + RETRY_AFTER
-            return
-        if ticket.wake_at is not None and ticket.wake_at <= now:  # never spin on one ticket
+        if failed:
+            result.failed += 1
+        retry = now + RETRY_AFTER
+        if failed and (ticket.wake_at is None or ticket.wake_at > retry):
+            ticket.wake_at = retry
+        elif ticket.wake_at is not None and ticket.wake_at <= now:  # never spin on one ticket
             log.error("due sweep: ticket #%d is due again at once (%s); looked at again in %s", number,
                       ticket.wake_at.isoformat(), RETRY_AFTER)
-            ticket.wake_at = now + RETRY_AFTER
+            ticket.wake_at = retry
+
+    def _step(self, session: Session, ticket: Ticket, planned: Planned, clocks: Clocks, now: dt.datetime,
+              skip: bool) -> str | None:
+        """One planned step in its own savepoint: "done", "skipped", "taken" (another sweep did it), or
+        None when it failed (logged; rolled back, so the next run tries it again)."""
+        try:
+            with session.begin_nested():
+                notice = self._claim(session, ticket, planned, now)
+                if notice is None:
+                    return "taken"
+                if skip:
+                    self._record(session, ticket, now)("skipped", f"{planned.kind}: the close is due as well",
+                                                       data={"kind": planned.kind, "target": planned.target})
+                    return "skipped"
+                notice.recipients = self._do(session, ticket, planned, clocks, now)
+                return "done"
+        except (OperationalError, TemporaryError):
+            raise
+        except Exception:
+            log.exception("due sweep: ticket #%d: %s (%s, level %d) failed; retried in %s", ticket.number,
+                          planned.kind, planned.target, planned.level, RETRY_AFTER)
+            return None
 
     @staticmethod
     def _claim(session: Session, ticket: Ticket, planned: Planned, now: dt.datetime) -> Notice | None:
@@ -179,8 +251,7 @@ class DueSweep:
         return [row.to_addr] if row is not None else []
 
     def _sla_line(self, planned: Planned, clocks: Clocks, now: dt.datetime) -> SlaLine:
-        target = clocks.targets[planned.target]
-        due = target.due or planned.due
+        due = clocks.targets[planned.target].deadline
         calendar = self._keeper.calendar
         local = due.astimezone(calendar.timezone)
         return SlaLine(

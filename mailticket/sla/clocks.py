@@ -21,6 +21,7 @@ auto-close, a solved ticket's close, and the satisfaction survey when it is solv
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -45,6 +46,7 @@ class TicketClock:
     queue: str
     first_response_at: dt.datetime | None = None
     next_response_since: dt.datetime | None = None
+    next_response_at: dt.datetime | None = None  # the agent's answer to what waited since then
     solved_at: dt.datetime | None = None
     paused_at: dt.datetime | None = None
     pauses: tuple[Pause, ...] = ()
@@ -56,13 +58,25 @@ class Target:
     name: str
     start: dt.datetime
     length: Duration
-    due: dt.datetime | None  # None while paused
+    deadline: dt.datetime  # start + length of business time, the finished pauses added back
     paused_for: dt.timedelta  # business time added back for finished pauses
     met_at: dt.datetime | None = None  # the first response, the answer, the solve
     running: bool = True  # neither met nor stopped
+    stands_since: dt.datetime | None = None  # the pause in progress began then (None: not paused)
+
+    @property
+    def due(self) -> dt.datetime | None:
+        """The due time while the clock runs; None while it stands (pending) or once met or stopped."""
+        return self.deadline if self.running and self.stands_since is None else None
 
     def breached(self, now: dt.datetime) -> bool:
-        return self.running and self.due is not None and self.due <= now
+        """Running and past its deadline (a pause that began after the breach does not undo it)."""
+        return self.running and self.deadline <= (self.stands_since or now)
+
+    @property
+    def met_in_time(self) -> bool | None:
+        """Met by the deadline (True), late (False); None while not met."""
+        return None if self.met_at is None else self.met_at <= self.deadline
 
 
 @dataclass(frozen=True)
@@ -89,6 +103,7 @@ class Clocks:
     paused: bool = False
     planned: tuple[Planned, ...] = ()
     imported: bool = False
+    status: str = ""
 
     def due(self, name: str) -> dt.datetime | None:
         target = self.targets.get(name)
@@ -107,13 +122,15 @@ class Timekeeper:
         self.lifecycle = lifecycle or LifecycleSettings()
         self.csat = csat
         self.calendar = calendar or (calendar_of(sla) if sla is not None else Calendar())
+        # What the plans were made with: a ticket planned under another key is planned anew (store.clocks)
+        self.plan_key = hashlib.sha256(repr((sla, self.lifecycle, csat)).encode("utf-8")).hexdigest()[:16]
 
     def policy_for(self, priority: str, queue: str) -> SlaPolicy | None:
         return self.sla.policy_for(priority, queue) if self.sla is not None else None
 
     def clocks(self, ticket: TicketClock) -> Clocks:
         """The targets and every planned notice, sent or not (the caller's ledger says which were)."""
-        paused = ticket.status in PAUSED and ticket.paused_at is not None
+        paused = ticket.status in PAUSED
         policy = None if ticket.imported else self.policy_for(ticket.priority, ticket.queue)
         targets: dict[str, Target] = {}
         planned: list[Planned] = []
@@ -128,7 +145,7 @@ class Timekeeper:
                     planned.extend(self._notices(policy, target, ticket))
         planned.extend(self._lifecycle(ticket))
         return Clocks(policy, targets, paused, tuple(sorted(planned, key=lambda p: (p.at, p.level))),
-                      ticket.imported)
+                      ticket.imported, ticket.status)
 
     # -- targets -----------------------------------------------------------------
 
@@ -138,16 +155,17 @@ class Timekeeper:
         starts: list[tuple[str, dt.datetime, dt.datetime | None]] = [
             ("first_response", ticket.created_at, ticket.first_response_at)]
         if ticket.first_response_at is not None and ticket.next_response_since is not None:
-            starts.append(("next_response", ticket.next_response_since, None))
+            starts.append(("next_response", ticket.next_response_since, ticket.next_response_at))
         starts.append(("resolution", ticket.created_at,
                        ticket.solved_at if ticket.status in STOPPED else None))
         return starts
 
     def _target(self, name: str, start: dt.datetime, length: Duration, met: dt.datetime | None,
                 ticket: TicketClock, paused: bool) -> Target:
-        due, added = self.extend(start, length, ticket.pauses)
+        deadline, added = self.extend(start, length, ticket.pauses)
         running = met is None and ticket.status not in STOPPED
-        return Target(name, start, length, None if paused and running else due, added, met, running)
+        stands = (ticket.paused_at or ticket.created_at) if paused and running else None
+        return Target(name, start, length, deadline, added, met, running, stands)
 
     def extend(self, start: dt.datetime, length: Duration | dt.timedelta, pauses: Sequence[Pause]
                ) -> tuple[dt.datetime, dt.timedelta]:
@@ -177,7 +195,8 @@ class Timekeeper:
             at = min(at, target.due)
             result.append(Planned(target.name, "sla_reminder", 0, target.start, at, self.hold(at)))
         for level, step in enumerate(policy.escalate, start=1):
-            at = self.calendar.add(target.due, step.after) if not step.after.is_zero else target.due
+            # business time after the breach; a pending spell after the breach stops this count too
+            at = target.deadline if step.after.is_zero else self.extend(target.deadline, step.after, ticket.pauses)[0]
             result.append(Planned(target.name, "sla_escalation", level, target.start, at, self.hold(at), step.to))
         return result
 
@@ -235,15 +254,18 @@ class Timekeeper:
         for name, target in clocks.targets.items():
             head = f"{name} {target.length} from {_stamp(target.start)}"
             extra = f", +{_span(target.paused_for)} paused" if target.paused_for else ""
+            deadline = _stamp(target.deadline)
             if target.met_at is not None:
-                lines.append(f"{head}{extra}: met at {_stamp(target.met_at)}")
+                how = "met" if target.met_in_time else "met LATE"
+                lines.append(f"{head}{extra}: due {deadline}, {how} at {_stamp(target.met_at)}")
             elif not target.running:
-                lines.append(f"{head}{extra}: stopped (the ticket is solved)")
-            elif target.due is None:
-                lines.append(f"{head}{extra}: paused (the ticket is pending); the time left resumes on reopen")
+                lines.append(f"{head}{extra}: due {deadline}; stopped (the ticket is {clocks.status})")
+            elif target.stands_since is not None:
+                state = "breached before the pause" if target.breached(now) else "the time left resumes on reopen"
+                lines.append(f"{head}{extra}: due {deadline} before the pause; paused since "
+                             f"{_stamp(target.stands_since)} (pending): {state}")
             else:
-                state = "breached" if target.due <= now else "due"
-                lines.append(f"{head}{extra}: {state} {_stamp(target.due)}")
+                lines.append(f"{head}{extra}: {'BREACHED, was due' if target.breached(now) else 'due'} {deadline}")
         return lines
 
     def describe_calendar(self) -> str:

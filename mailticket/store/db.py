@@ -211,8 +211,8 @@ class Database:
                 return None
             return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
-    def upgrade(self) -> tuple[str | None, str | None]:
-        """Bring the schema to head with Alembic; returns (before, after)."""
+    def upgrade(self, revision: str = "head") -> tuple[str | None, str | None]:
+        """Bring the schema to head (or ``revision``) with Alembic; returns (before, after)."""
         from alembic import command
         from alembic.config import Config
 
@@ -231,7 +231,7 @@ class Database:
             try:
                 with connection.begin():
                     config.attributes["connection"] = connection
-                    command.upgrade(config, "head")
+                    command.upgrade(config, revision)
             finally:
                 if self.is_sqlite:
                     connection.connection.driver_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]

@@ -113,10 +113,12 @@ class Ticket(Base):
     # policy gives with the pauses added back; None when the target is met, stopped, paused or not set.
     sla_policy: Mapped[str | None] = mapped_column(CleanString(100))
     imported: Mapped[bool] = mapped_column(Boolean, default=False)  # opened by `mailticket import`: no SLA clock
+    sla_plan: Mapped[str | None] = mapped_column(CleanString(16))  # Timekeeper.plan_key its plan was made with
     first_response_due: Mapped[dt.datetime | None]
     next_response_due: Mapped[dt.datetime | None]
     resolution_due: Mapped[dt.datetime | None]
     next_response_since: Mapped[dt.datetime | None]  # the customer's reply that waits for an answer
+    next_response_at: Mapped[dt.datetime | None]  # the agent's answer to it (None: it still waits)
     paused_at: Mapped[dt.datetime | None]  # pending or solved since: the clocks stand still
     pauses: Mapped[list[list[str]]] = mapped_column(JSON, default=list)  # past pauses, [[start, end] ISO UTC]
     # The next instant the due sweep must look at this ticket (a reminder, an escalation, a lifecycle
@@ -301,6 +303,17 @@ class Notice(Base):
 
     __table_args__ = (UniqueConstraint("ticket_number", "target", "kind", "level", "cycle",
                                        name="uq_notices_once"),)
+
+
+class SweepState(Base):
+    """Small named values of the due sweep: ``plan_key``, the configuration every open ticket was last
+    planned with (a new one has the sweep plan them all anew, once)."""
+
+    __tablename__ = "sweep_state"
+
+    name: Mapped[str] = mapped_column(CleanString(64), primary_key=True)
+    value: Mapped[str] = mapped_column(CleanText)
+    updated_at: Mapped[dt.datetime]
 
 
 class ImapFolderState(Base):

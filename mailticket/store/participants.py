@@ -28,7 +28,7 @@ def change_cc(session: Session, ticket: int, add: Iterable[str], remove: Iterabl
 def merge(session: Session, ticket: Ticket, into: int, now: dt.datetime) -> str:
     """Move ``ticket``'s messages, participants and tags into ticket ``into``; ``ticket`` is closed and
     points there (``merged_into``), so mail for it lands in ``into``. Returns what moved, as one line."""
-    target = session.get_one(Ticket, into)
+    target = session.get_one(Ticket, into, with_for_update=True)  # PostgreSQL: the sweep skips it meanwhile
     session.flush()
     messages = len(session.execute(select(Message.id).where(Message.ticket_number == ticket.number)).all())
     session.execute(update(Message).where(Message.ticket_number == ticket.number).values(ticket_number=into))

@@ -114,7 +114,7 @@ def ticket_sla(session: Session, number: int, keeper: Timekeeper, now: dt.dateti
         "policy": row.sla_policy,
         **{f"{name}_due": _iso(due) for name, due in dues.items()},
         "paused": row.status == TicketStatus.PENDING and row.paused_at is not None,
-        "breached": [name for name, due in dues.items() if due is not None and due <= now],
+        "breached": clocks.breached(now),  # running past the deadline (also when it broke before a pause)
         "next_check": _iso(row.wake_at),
         "why": keeper.explain(clocks, now),
     }
