@@ -255,6 +255,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     print("outbox: " + (", ".join(f"{k} {v}" for k, v in sorted(report["outbox"].items())) or "empty"))
     if report["outbox_uncertain"]:
         print(f"{report['outbox_uncertain']} uncertain: check, then `mailticket outbox retry --uncertain`")
+    sweep = report["sweep"]
+    print(f"due sweep: {sweep['due']} tickets due now" + (f" (the oldest since {sweep['oldest_due_at'][:16]})"
+                                                          if sweep["oldest_due_at"] else "")
+          + (f"; next step {sweep['next_at'][:16]}" if sweep["next_at"] else "; nothing planned"))
     rows = []
     for m in report["mailboxes"]:
         imap = m["imap"]

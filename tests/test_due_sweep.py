@@ -564,3 +564,45 @@ def test_a_reply_racing_the_auto_close_sees_the_ticket_as_the_sweep_left_it(
     assert swept == [{"pending_closed": 1}]
     row = ticket_row(intake, number)
     assert (row.status, row.closed_at) == ("open", None)  # reopened by the reply, consistently
+
+
+def test_status_says_what_the_sweep_has_before_it(make_app: Callable[..., App], sla_settings: Settings,
+                                                  monday: FrozenClock) -> None:
+    from mailticket.store import readmodel
+
+    app = make_app(sla_settings)
+    new_ticket(app)
+    new_ticket(app)
+    monday._now = at(7, 12, 30)
+    with app.db.transaction() as s:
+        report = readmodel.status_report(s, app.settings, monday.now())["sweep"]
+    assert report == {"due": 2, "oldest_due_at": at(7, 12).isoformat(), "next_at": None}
+    app.sweep.run()
+    with app.db.transaction() as s:
+        report = readmodel.status_report(s, app.settings, monday.now())["sweep"]
+    assert report == {"due": 0, "oldest_due_at": None, "next_at": at(7, 13).isoformat()}
+
+
+def test_report_business_time_leaves_out_the_pending_spell(make_app: Callable[..., App], sla_settings: Settings,
+                                                           monday: FrozenClock) -> None:
+    """End to end: what the clocks record is what `report` counts (hand-computed: Monday 09:00 to 14:00
+    is 300 calendar minutes; pending 10:00-12:00 leaves 180 business minutes)."""
+    from mailticket.store.report import report
+
+    app = make_app(sla_settings)
+    number = new_ticket(app)
+    monday._now = at(7, 9, 30)
+    app.reply_as(number, AGENT, "Looking.", internal=False, by="test")
+    monday._now = at(7, 10)
+    app.set_fields(number, Changes(status="pending"), by="test")
+    monday._now = at(7, 12)
+    app.set_fields(number, Changes(status="open"), by="test")
+    monday._now = at(7, 14)
+    app.set_fields(number, Changes(status="solved"), by="test")
+    with app.db.transaction() as s:
+        figures = report(s, app.keeper, monday.now())
+    assert figures["resolution"]["median_minutes"] == 300.0
+    assert figures["resolution"]["median_business_minutes"] == 180.0
+    assert figures["first_response"]["median_minutes"] == 30.0
+    assert figures["sla"]["first_response"] == {"met": 1, "missed": 0, "compliance": 1.0, "breached_open": 0}
+    assert figures["sla"]["resolution"]["met"] == 1

@@ -228,7 +228,8 @@ def test_status_report_keys_and_instances(app: App, clock: FrozenClock) -> None:
         report = readmodel.status_report(session, app.settings, now)
         via_heartbeat = heartbeat.instances(session, now)
     json.dumps(report)
-    assert set(report) == {"config", "smtp", "mailboxes", "inbox", "outbox", "outbox_uncertain", "instances"}
+    assert set(report) == {"config", "smtp", "mailboxes", "inbox", "outbox", "outbox_uncertain", "instances",
+                           "sweep"}
     assert report["config"] == app.settings.source
     assert [m["address"] for m in report["mailboxes"]] == ["support@example.com", "help@example.com"]
     assert all(set(m) == {"address", "queue", "imap"} for m in report["mailboxes"])

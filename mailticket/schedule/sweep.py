@@ -149,8 +149,8 @@ class DueSweep:
                 due = [p for p in clocks.planned if self._keeper.send_at(p, now) <= now and p.key not in sent]
                 closing = any(p.kind in CLOSING for p in due)
                 for planned in due:
-                    outcome = self._step(session, ticket, planned, clocks, now, skip=planned.kind == "pending_reminder"
-                                         and closing)
+                    overtaken = planned.kind == "pending_reminder" and closing
+                    outcome = self._step(session, ticket, planned, clocks, now, skip=overtaken)
                     if outcome is None:
                         failed = True
                         continue
@@ -171,11 +171,12 @@ class DueSweep:
         if failed:
             result.failed += 1
         retry = now + RETRY_AFTER
-        if failed and (ticket.wake_at is None or ticket.wake_at > retry):
+        if ticket.wake_at is not None and ticket.wake_at <= now:  # a failed step; never spin on one ticket
+            if not failed:
+                log.error("due sweep: ticket #%d is due again at once (%s); looked at again in %s", number,
+                          ticket.wake_at.isoformat(), RETRY_AFTER)
             ticket.wake_at = retry
-        elif ticket.wake_at is not None and ticket.wake_at <= now:  # never spin on one ticket
-            log.error("due sweep: ticket #%d is due again at once (%s); looked at again in %s", number,
-                      ticket.wake_at.isoformat(), RETRY_AFTER)
+        elif failed and (ticket.wake_at is None or ticket.wake_at > retry):
             ticket.wake_at = retry
 
     def _step(self, session: Session, ticket: Ticket, planned: Planned, clocks: Clocks, now: dt.datetime,

@@ -201,7 +201,16 @@ def status_report(session: Session, settings: Settings, now: dt.datetime) -> dic
         "outbox_uncertain": outbox.get(OutboxState.UNCERTAIN, 0),
         # Each `serve` that beat: running, or stale (its beats stopped without a clean stop).
         "instances": instances(session, now),
+        "sweep": sweep_status(session, now),
     }
+
+
+def sweep_status(session: Session, now: dt.datetime) -> dict[str, Any]:
+    """What the due sweep has before it (two index reads on wake_at): how many tickets are due now, since
+    when the oldest has waited (long ago: no sweep runs — start `serve`, or `tick` from cron), the next."""
+    due, oldest = session.execute(select(func.count(), func.min(Ticket.wake_at)).where(Ticket.wake_at <= now)).one()
+    upcoming = session.execute(select(func.min(Ticket.wake_at)).where(Ticket.wake_at > now)).scalar()
+    return {"due": int(due), "oldest_due_at": _iso(oldest), "next_at": _iso(upcoming)}
 
 
 # -- agents -----------------------------------------------------------------------

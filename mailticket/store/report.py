@@ -8,7 +8,8 @@ the ``status`` events (a move from solved or closed back to new, open or pending
 The scope is the tickets *created* on the days ``since`` .. ``until`` (inclusive, UTC) and, when
 given, in one queue; only the backlog is "now": every ticket not closed (in the queue, when given),
 whenever it was created. Times are minutes as floats (1 decimal); business minutes count only the
-open hours of the [sla] calendar (24x7 without [sla], so they equal the calendar minutes).
+open hours of the [sla] calendar (24x7 without [sla]) and leave out the ticket's pending and solved
+spells, as the SLA clocks do; calendar minutes are the plain clock time.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from mailticket.domain import TicketStatus
-from mailticket.sla.clocks import TARGETS, Timekeeper
+from mailticket.sla.clocks import TARGETS, Pause, Timekeeper
 from mailticket.store.models import Event, Ticket
 
 STOPPED = (TicketStatus.SOLVED, TicketStatus.CLOSED)  # no SLA clock runs
@@ -64,6 +65,10 @@ def _scope(since: dt.date | None, until: dt.date | None, queue: str | None) -> l
     return where
 
 
+def _pauses(stored: Sequence[Sequence[str]] | None) -> list[Pause]:
+    return [(dt.datetime.fromisoformat(a), dt.datetime.fromisoformat(b)) for a, b in stored or []]
+
+
 def _minutes(delta: dt.timedelta) -> float:
     return delta.total_seconds() / 60
 
@@ -88,17 +93,27 @@ def _ratio(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
-def durations(pairs: Sequence[tuple[dt.datetime, dt.datetime]], keeper: Timekeeper) -> dict[str, Any]:
-    """count, median and p90 in calendar and in business minutes, of each (start, end)."""
-    calendar = [_minutes(end - start) for start, end in pairs]
-    business = [_minutes(keeper.calendar.between(start, end)) for start, end in pairs]
+Span = tuple[dt.datetime, dt.datetime, Sequence[Pause]]
+
+
+def durations(spans: Sequence[Span], keeper: Timekeeper) -> dict[str, Any]:
+    """count, median and p90 in calendar minutes, and in business minutes without the ticket's pauses
+    (pending or solved spells, as the SLA clocks count), of each (start, end, pauses)."""
+    calendar = [_minutes(end - start) for start, end, _p in spans]
+    business = [_minutes(_business(keeper, start, end, pauses)) for start, end, pauses in spans]
     return {
-        "count": len(pairs),
+        "count": len(spans),
         "median_minutes": _round(_median(calendar)),
         "p90_minutes": _round(_p90(calendar)),
         "median_business_minutes": _round(_median(business)),
         "p90_business_minutes": _round(_p90(business)),
     }
+
+
+def _business(keeper: Timekeeper, start: dt.datetime, end: dt.datetime, pauses: Sequence[Pause]) -> dt.timedelta:
+    between = keeper.calendar.between
+    stood = sum((between(max(a, start), min(b, end)) for a, b in pauses if a < end and b > start), dt.timedelta(0))
+    return between(start, end) - stood
 
 
 def _week(at: dt.datetime) -> str:
@@ -135,7 +150,7 @@ def report(session: Session, keeper: Timekeeper, now: dt.datetime, *, since: dt.
     tickets = session.execute(
         select(Ticket.number, Ticket.created_at, Ticket.first_response_at, Ticket.solved_at, Ticket.closed_at,
                Ticket.status, Ticket.csat_rating, Ticket.first_response_due, Ticket.next_response_due,
-               Ticket.resolution_due)
+               Ticket.resolution_due, Ticket.pauses)
         .where(*_scope(since, until, queue)).order_by(Ticket.number)
     ).all()
     scoped = select(Ticket.number).where(*_scope(since, until, queue))
@@ -145,8 +160,9 @@ def report(session: Session, keeper: Timekeeper, now: dt.datetime, *, since: dt.
         .order_by(Event.id)
     ).all()
 
-    first = [(t.created_at, t.first_response_at) for t in tickets if t.first_response_at is not None]
-    resolved = [(t.created_at, t.solved_at) for t in tickets if t.solved_at is not None]
+    first = [(t.created_at, t.first_response_at, _pauses(t.pauses)) for t in tickets
+             if t.first_response_at is not None]
+    resolved = [(t.created_at, t.solved_at, _pauses(t.pauses)) for t in tickets if t.solved_at is not None]
 
     sla: dict[str, Any] = {name: {"met": 0, "missed": 0} for name in TARGETS}
     ever_solved: set[int] = {t.number for t in tickets if t.solved_at is not None or t.closed_at is not None}
