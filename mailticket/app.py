@@ -27,7 +27,7 @@ from typing import IO, Any
 from urllib.parse import quote
 
 from mailticket.clock import Clock, SystemClock
-from mailticket.domain import Envelope, RawState, SubjectTag
+from mailticket.domain import Envelope, RawState
 from mailticket.errors import CantCreateError, ConfigError, SchemaError, TemporaryError
 from mailticket.ingest.committer import GroupCommitter
 from mailticket.ingest.inbox import Inbox
@@ -370,7 +370,7 @@ class App:
     def _survey_links(self, ticket: Ticket) -> list[RatingLink]:
         """The survey's ratings 1..5: mailto links to the ticket's signed plus-addresses."""
         mailbox = self.outbox_writer.mailbox_of(ticket).email
-        subject = quote(f"{SubjectTag(self.settings.subject_tag_prefix).format(ticket.number)} {ticket.subject}")
+        subject = quote(self.outbox_writer.subject_of(ticket))
         links = []
         for rating in range(1, 6):
             address = self.csat_tokens.address(mailbox, ticket.number, rating)

@@ -62,7 +62,8 @@ class OutboxWriter:
                             requester=Address(ticket.requester_name, ticket.requester), linked_to=ticket.linked_to,
                             **parts)
 
-    def _subject(self, ticket: Ticket) -> str:
+    def subject_of(self, ticket: Ticket) -> str:
+        """The subject of our mail about a ticket: its tag, then its subject."""
         return f"{self._tag.format(ticket.number)} {ticket.subject}"
 
     def ticket_mail(self, session: Session, *, kind: str, ticket: Ticket, recipient: Address,
@@ -72,7 +73,7 @@ class OutboxWriter:
         them; ``parts`` are further ``mail_context`` values. ValueError for an address no header can carry."""
         context = self._context(ticket, recipient, **parts)
         return self.queue(session, kind=kind, ticket=ticket, sender=self.mailbox_of(ticket), recipient=recipient,
-                          subject=self._subject(ticket), context=context, answering=answering,
+                          subject=self.subject_of(ticket), context=context, answering=answering,
                           caused_by=caused_by, now=now, language=self.customer_language(ticket))
 
     def notify_agent(self, session: Session, *, ticket: Ticket, about: Message, agent: Address, language: str,
@@ -87,7 +88,7 @@ class OutboxWriter:
                                 is_new_ticket=is_new, date=_date(about), attachments=lines,
                                 language=language)
         return self.queue(session, kind="agent_notify", ticket=ticket, sender=Address(f"{who} via {mailbox.name}",
-                          mailbox.email), recipient=agent, subject=self._subject(ticket), context=context,
+                          mailbox.email), recipient=agent, subject=self.subject_of(ticket), context=context,
                           answering=about, caused_by=caused_by, now=now, language=language,
                           reply_to=Address(mailbox.name, reply_to), attachments=attachments,
                           auto_submitted="auto-generated", internal=True)
@@ -102,7 +103,7 @@ class OutboxWriter:
         context = self._context(ticket, recipient, agent=agent, message_from=agent, message_text=text.visible_text,
                                 verified=True, date=_date(text), language=language)
         return self.queue(session, kind="agent_reply", ticket=ticket, sender=Address(display, mailbox_settings.address),
-                          recipient=recipient, subject=self._subject(ticket), context=context, answering=answering,
+                          recipient=recipient, subject=self.subject_of(ticket), context=context, answering=answering,
                           caused_by=caused_by, now=now, language=language, cc=cc, attachments=attachments,
                           auto_submitted="", author_role=Role.AGENT)
 
@@ -117,7 +118,7 @@ class OutboxWriter:
                                 message_text=last.visible_text if last is not None else "",
                                 date=_date(last) if last is not None else "", language=language, sla=sla)
         return self.queue(session, kind=kind, ticket=ticket, sender=mailbox, recipient=recipient,
-                          subject=self._subject(ticket), context=context, answering=last, now=now, language=language,
+                          subject=self.subject_of(ticket), context=context, answering=last, now=now, language=language,
                           reply_to=Address(mailbox.name, reply_to) if reply_to else None,
                           auto_submitted="auto-generated", internal=True)
 
@@ -134,7 +135,7 @@ class OutboxWriter:
             sent_text=sent.visible_text if sent else "", sent_date=_date(sent) if sent else "",
             held_text=about.visible_text if kind == "collision" else "")
         return self.queue(session, kind=kind, ticket=ticket, sender=mailbox, recipient=agent,
-                          subject=f"{self._subject(ticket)}", context=context, answering=about, caused_by=caused_by,
+                          subject=self.subject_of(ticket), context=context, answering=about, caused_by=caused_by,
                           now=now, language=language, reply_to=Address(mailbox.name, reply_to) if reply_to else None,
                           auto_submitted="auto-generated", internal=True)
 

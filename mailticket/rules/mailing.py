@@ -66,17 +66,7 @@ class Mailer:
 
     def _requester(self, session: Session, rule: str, mail: QueueMail, ticket: Ticket, message: Message,
                    raw_id: int | None, record: Record, now: dt.datetime) -> None:
-        recipient = Address(ticket.requester_name, ticket.requester)
-        refusal = self._gate.refusal(session, kind=mail.kind, ticket_number=ticket.number,
-                                     recipient=recipient.email, now=now)
-        if refusal is None and not recipient.email:
-            refusal = "the requester's address is unknown"
-        if refusal is not None:
-            record("suppressed", f"{mail.kind}: {refusal}", rule=rule, data={"what": mail.kind, "reason": refusal})
-            return
-        row = self._outbox.ticket_mail(session, kind=mail.kind, ticket=ticket, recipient=recipient,
-                                       answering=message, caused_by=raw_id, now=now)
-        self._queued(session, rule, mail.kind, row, record)
+        self.to_customer(session, rule, mail.kind, ticket, record, now, answering=message, caused_by=raw_id)
 
     def _customer(self, session: Session, rule: str, ticket: Ticket, message: Message, facts: Facts,
                   raw_id: int | None, record: Record, now: dt.datetime) -> None:
@@ -172,19 +162,23 @@ class Mailer:
         ).scalar()
 
     def to_customer(self, session: Session, rule: str, kind: str, ticket: Ticket, record: Record, now: dt.datetime,
-                    **parts: Any) -> OutboxRow | None:
-        """A lifecycle notice or the survey to the requester, through the automatic-mail gate; None when
-        refused (the refusal is recorded)."""
+                    *, answering: Message | None = None, caused_by: int | None = None, **parts: Any
+                    ) -> OutboxRow | None:
+        """A templated mail to the requester (the acknowledgement, a lifecycle notice, the survey) through the
+        automatic-mail gate; None when refused (the refusal is recorded). ``answering`` defaults to the
+        customer's latest public message."""
         recipient = Address(ticket.requester_name, ticket.requester)
-        refusal = "the requester's address is unknown" if not recipient.email else self._gate.refusal(
-            session, kind=kind, ticket_number=ticket.number, recipient=recipient.email, now=now)
+        refusal = self._gate.refusal(session, kind=kind, ticket_number=ticket.number, recipient=recipient.email,
+                                     now=now)
+        if refusal is None and not recipient.email:
+            refusal = "the requester's address is unknown"
         if refusal is not None:
             record("suppressed", f"{kind}: {refusal}", rule=rule, data={"what": kind, "reason": refusal})
             return None
         try:
             row = self._outbox.ticket_mail(session, kind=kind, ticket=ticket, recipient=recipient,
-                                           answering=self.last_customer_message(session, ticket), caused_by=None,
-                                           now=now, **parts)
+                                           answering=answering or self.last_customer_message(session, ticket),
+                                           caused_by=caused_by, now=now, **parts)
         except ValueError as exc:
             record("suppressed", f"{kind}: {exc}", rule=rule, data={"what": kind, "reason": str(exc)})
             return None

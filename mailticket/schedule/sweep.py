@@ -144,8 +144,9 @@ class DueSweep:
             with session.begin_nested():
                 sent = clock_store.ledger(session, number)
                 if ticket.sla_plan != self._keeper.plan_key:
-                    clock_store.refresh(session, ticket, self._keeper, now, sent)  # plan anew before acting
-                clocks = self._keeper.clocks(clock_store.state_of(ticket))
+                    clocks = clock_store.refresh(session, ticket, self._keeper, now, sent)  # plan anew first
+                else:
+                    clocks = self._keeper.clocks(clock_store.state_of(ticket))
                 due = [p for p in clocks.planned if self._keeper.send_at(p, now) <= now and p.key not in sent]
                 closing = any(p.kind in CLOSING for p in due)
                 for planned in due:

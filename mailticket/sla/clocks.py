@@ -107,7 +107,7 @@ class Clocks:
 
     def due(self, name: str) -> dt.datetime | None:
         target = self.targets.get(name)
-        return target.due if target is not None and target.running else None
+        return target.due if target is not None else None
 
     def breached(self, now: dt.datetime) -> list[str]:
         return [name for name, target in self.targets.items() if target.breached(now)]
